@@ -1,0 +1,126 @@
+"""The forward (noising) process: a thin layer over diffusers' ``DDPMScheduler``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from diffusers import DDPMScheduler
+
+from ..utils.config import JsonConfig
+
+__all__ = ["BetaSchedule", "NoiseConfig", "NoiseProcess", "PredictionType"]
+
+BetaSchedule = Literal["linear", "scaled_linear", "squaredcos_cap_v2"]
+PredictionType = Literal["epsilon", "v_prediction"]
+
+
+@dataclass
+class NoiseConfig(JsonConfig):
+    """Settings of the noise process (a subset of ``DDPMScheduler``'s config).
+
+    Attributes:
+        num_train_timesteps: Number of diffusion steps T.
+        beta_schedule: ``"linear"`` (the DDPM paper's and the report's), ``"scaled_linear"``
+            or ``"squaredcos_cap_v2"`` (the cosine schedule of improved DDPM).
+        beta_start: First beta of the linear schedules.
+        beta_end: Last beta of the linear schedules.
+        prediction_type: What the network predicts: the noise ``"epsilon"`` or the velocity
+            ``"v_prediction"``.
+    """
+
+    num_train_timesteps: int = 1000
+    beta_schedule: BetaSchedule = "linear"
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    prediction_type: PredictionType = "epsilon"
+
+    def __post_init__(self) -> None:
+        if self.num_train_timesteps < 2:
+            raise ValueError(f"num_train_timesteps must be >= 2, got {self.num_train_timesteps}")
+        if self.beta_schedule not in ("linear", "scaled_linear", "squaredcos_cap_v2"):
+            raise ValueError(
+                f"unknown beta_schedule {self.beta_schedule!r}; use 'linear', 'scaled_linear' "
+                "or 'squaredcos_cap_v2'"
+            )
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(
+                f"unknown prediction_type {self.prediction_type!r}; use 'epsilon' or 'v_prediction'"
+            )
+
+    def scheduler_config(self) -> dict[str, Any]:
+        """The matching ``DDPMScheduler`` config (also valid for DDIM and DPM-Solver)."""
+        return DDPMScheduler(
+            num_train_timesteps=self.num_train_timesteps,
+            beta_schedule=self.beta_schedule,
+            beta_start=self.beta_start,
+            beta_end=self.beta_end,
+            prediction_type=self.prediction_type,
+            clip_sample=True,
+        ).config
+
+
+class NoiseProcess:
+    """Draws training timesteps, noises clean images and gives the regression target.
+
+    All noising goes through ``DDPMScheduler.add_noise``, so training and diffusers' samplers
+    agree on the schedule to the last bit.
+
+    Args:
+        config: The schedule; keyword arguments override its fields.
+        **kwargs: Fields of `NoiseConfig`.
+    """
+
+    def __init__(self, config: NoiseConfig | None = None, **kwargs: Any) -> None:
+        config = config or NoiseConfig()
+        self.config = config.replace(**kwargs) if kwargs else config
+        self.scheduler = DDPMScheduler.from_config(self.config.scheduler_config())
+
+    @property
+    def num_train_timesteps(self) -> int:
+        """Number of diffusion steps T."""
+        return self.config.num_train_timesteps
+
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        """(T,) float32 cumulative products alpha-bar_t of (1 - beta)."""
+        return self.scheduler.alphas_cumprod
+
+    def sample_timesteps(
+        self, batch_size: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Draw (batch_size,) int64 timesteps uniformly from [0, T)."""
+        t = torch.randint(0, self.num_train_timesteps, (batch_size,), generator=generator, device="cpu")
+        return t.to(device)
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Return ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise``.
+
+        Args:
+            x0: (B, C, H, W) clean images in [-1, 1].
+            noise: (B, C, H, W) standard normal noise.
+            t: (B,) int64 timesteps in [0, T).
+
+        Returns:
+            (B, C, H, W) noisy images, dtype of ``x0``.
+        """
+        return self.scheduler.add_noise(x0, noise, t.to(x0.device))
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The regression target for the configured prediction type: the noise, or
+        ``v = sqrt(abar_t) noise - sqrt(1 - abar_t) x0``; (B, C, H, W)."""
+        if self.config.prediction_type == "epsilon":
+            return noise
+        return self.scheduler.get_velocity(x0, noise, t.to(x0.device))
+
+    def training_loss(
+        self, prediction: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
+        """Mean squared error between ``prediction`` and `target`, computed in float32.
+
+        Returns:
+            A scalar tensor.
+        """
+        target = self.target(x0, noise, t)
+        return torch.nn.functional.mse_loss(prediction.float(), target.float())

@@ -1,0 +1,238 @@
+"""The label-conditioned UNet that predicts the noise (or velocity) of a noisy image."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .attention import SelfAttention
+from .blocks import Downsample, ResBlock, Upsample
+from .config import UNetConfig
+from .embeddings import LabelEmbedding, TimestepEmbedding
+from .normalization import AdaptiveGroupNorm
+from .serialization import (
+    CONFIG_NAME,
+    EMA_WEIGHTS_NAME,
+    WEIGHTS_NAME,
+    load_safetensors,
+    load_state_dict_strict,
+    save_safetensors,
+)
+
+__all__ = ["ConditionalUNet"]
+
+
+class _Stage(nn.Module):
+    """Residual blocks, each optionally followed by attention, at one resolution."""
+
+    def __init__(
+        self, channels_in: int, channels: int, num_blocks: int, attention: bool, cfg: UNetConfig
+    ) -> None:
+        super().__init__()
+        cond_dim = 2 * cfg.embed_dim
+        self.blocks = nn.ModuleList(
+            ResBlock(channels_in if i == 0 else channels, channels, cond_dim, cfg.norm_groups, cfg.dropout)
+            for i in range(num_blocks)
+        )
+        self.attentions = nn.ModuleList(
+            SelfAttention(channels, cfg.num_heads, cfg.norm_groups) if attention else nn.Identity()
+            for _ in range(num_blocks)
+        )
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        for block, attention in zip(self.blocks, self.attentions, strict=True):
+            x = attention(block(x, cond))
+        return x
+
+
+class ConditionalUNet(nn.Module):
+    """UNet denoiser conditioned on a timestep and a multi-hot object label.
+
+    A network only: it maps ``(x_t, t, labels)`` to a prediction and knows nothing of the noise
+    schedule, training or sampling. Build it from keyword arguments (the fields of
+    `UNetConfig`) or from a config object; ``model.config`` round-trips through
+    ``config.json``.
+
+    Args:
+        config: A full configuration; keyword arguments override its fields.
+        **kwargs: Fields of `UNetConfig`.
+
+    Example:
+        >>> model = ConditionalUNet(base_channels=16)
+        >>> x = torch.randn(2, 3, 64, 64)
+        >>> model(x, torch.tensor([10, 500]), torch.zeros(2, 24)).shape
+        torch.Size([2, 3, 64, 64])
+    """
+
+    def __init__(self, config: UNetConfig | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        cfg = (config or UNetConfig()).replace(**kwargs) if kwargs else (config or UNetConfig())
+        self.config = cfg
+        channels = cfg.stage_channels
+        emb = cfg.embed_dim
+
+        self.time_embedding = TimestepEmbedding(cfg.base_channels, emb)
+        self.label_embedding = LabelEmbedding(cfg.num_labels, emb)
+        self.input_conv = nn.Conv2d(cfg.in_channels, channels[0], kernel_size=3, padding=1)
+
+        self.encoder = nn.ModuleList()
+        self.downsamplers = nn.ModuleList()
+        previous = channels[0]
+        for i, ch in enumerate(channels):
+            self.encoder.append(_Stage(previous, ch, cfg.blocks_per_stage, i in cfg.attention_stages, cfg))
+            last = i == len(channels) - 1
+            self.downsamplers.append(nn.Identity() if last else Downsample(ch))
+            previous = ch
+
+        cond_dim = 2 * emb
+        self.mid_block1 = ResBlock(channels[-1], channels[-1], cond_dim, cfg.norm_groups, cfg.dropout)
+        self.mid_attention: nn.Module = (
+            SelfAttention(channels[-1], cfg.num_heads, cfg.norm_groups)
+            if cfg.bottleneck_attention
+            else nn.Identity()
+        )
+        self.mid_block2 = ResBlock(channels[-1], channels[-1], cond_dim, cfg.norm_groups, cfg.dropout)
+
+        # Decoder stage i fuses the previous stage's output with encoder stage i's skip.
+        self.decoder = nn.ModuleList()
+        self.upsamplers = nn.ModuleList()
+        previous = channels[-1]
+        for i in reversed(range(len(channels))):
+            ch = channels[i]
+            self.decoder.append(
+                _Stage(previous + ch, ch, cfg.decoder_blocks_per_stage, i in cfg.attention_stages, cfg)
+            )
+            self.upsamplers.append(Upsample(ch) if i > 0 else nn.Identity())
+            previous = ch
+
+        self.output_norm = AdaptiveGroupNorm(channels[0], cond_dim, cfg.norm_groups)
+        self.output_conv = nn.Conv2d(channels[0], cfg.out_channels, kernel_size=3, padding=1)
+        self.act = nn.SiLU()
+
+    @classmethod
+    def from_config(cls, config: UNetConfig | dict[str, Any]) -> ConditionalUNet:
+        """Build an untrained model from a `UNetConfig` or its dict form."""
+        if isinstance(config, dict):
+            config = UNetConfig.from_dict(config)
+        return cls(config)
+
+    def save_pretrained(
+        self, folder: str | os.PathLike[str], ema_state_dict: dict[str, torch.Tensor] | None = None
+    ) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and, if given, ``model_ema.safetensors``.
+
+        Every file is written atomically; ``config.json`` comes last, so a folder that has one
+        is complete.
+
+        Args:
+            folder: Destination folder (created if missing).
+            ema_state_dict: EMA weights to store beside the raw ones.
+
+        Returns:
+            The folder.
+        """
+        folder = Path(folder)
+        meta = {"format": "pt", "library": "clevr-diffusion"}
+        save_safetensors(self.state_dict(), folder / WEIGHTS_NAME, metadata=meta)
+        if ema_state_dict is not None:
+            save_safetensors(ema_state_dict, folder / EMA_WEIGHTS_NAME, metadata=meta)
+        self.config.save(folder / CONFIG_NAME)
+        return folder
+
+    @classmethod
+    def from_pretrained(
+        cls, folder: str | os.PathLike[str], use_ema: bool = True, device: str | torch.device = "cpu"
+    ) -> ConditionalUNet:
+        """Load a model saved by `save_pretrained`, in eval mode.
+
+        Args:
+            folder: A folder with ``config.json`` and ``model.safetensors``.
+            use_ema: Load ``model_ema.safetensors`` when the folder has it.
+            device: Where to put the model.
+
+        Raises:
+            FileNotFoundError: If the folder lacks ``config.json`` or the weights.
+            CheckpointMismatchError: If the weights belong to another configuration.
+        """
+        folder = Path(folder)
+        if not (folder / CONFIG_NAME).is_file():
+            raise FileNotFoundError(
+                f"{folder} holds no {CONFIG_NAME}: pass a folder written by save_pretrained "
+                "(DDPMTrainer writes one at the end of training)"
+            )
+        model = cls(UNetConfig.load(folder / CONFIG_NAME))
+        ema = folder / EMA_WEIGHTS_NAME
+        weights = ema if use_ema and ema.is_file() else folder / WEIGHTS_NAME
+        load_state_dict_strict(model, load_safetensors(weights), str(weights))
+        return model.to(device).eval()
+
+    @property
+    def num_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def _check_inputs(
+        self, x: torch.Tensor, t: torch.Tensor | int, labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        if x.ndim != 4 or x.shape[1] != cfg.in_channels:
+            raise ValueError(f"x must be (B, {cfg.in_channels}, H, W), got {tuple(x.shape)}")
+        factor = cfg.downsampling_factor
+        height, width = x.shape[-2:]
+        if height % factor or width % factor:
+            raise ValueError(
+                f"image size {height}x{width} is not divisible by the UNet's downsampling factor "
+                f"{factor}; resize or pad to a multiple of {factor} (e.g. "
+                f"{-(-height // factor) * factor}x{-(-width // factor) * factor})"
+            )
+        batch = x.shape[0]
+        t = torch.as_tensor(t, device=x.device)
+        if t.ndim == 0:
+            t = t.expand(batch)
+        if t.shape != (batch,):
+            raise ValueError(f"timesteps must be a scalar or shape ({batch},), got {tuple(t.shape)}")
+        if labels is None:
+            labels = x.new_zeros(batch, cfg.num_labels)
+        elif labels.shape != (batch, cfg.num_labels):
+            raise ValueError(
+                f"labels must be (B, {cfg.num_labels}) multi-hot with B = {batch}, got "
+                f"{tuple(labels.shape)}; encode label lists with clevr_diffusion.encode_batch"
+            )
+        return t, labels.to(dtype=x.dtype)
+
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor | int, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Predict the noise (or velocity) in ``x``.
+
+        Args:
+            x: (B, C, H, W) noisy images, H and W multiples of ``config.downsampling_factor``.
+            t: (B,) integer timesteps in [0, T), or one timestep for the whole batch.
+            labels: (B, num_labels) multi-hot labels in {0, 1}; ``None`` or all-zero rows mean
+                unconditional (the classifier-free guidance branch).
+
+        Returns:
+            (B, out_channels, H, W) prediction, same dtype as ``x``.
+        """
+        t, labels = self._check_inputs(x, t, labels)
+        cond = torch.cat([self.time_embedding(t).to(x.dtype), self.label_embedding(labels)], dim=1)
+
+        h = self.input_conv(x)
+        skips = []
+        for stage, down in zip(self.encoder, self.downsamplers, strict=True):
+            h = stage(h, cond)
+            skips.append(h)
+            h = down(h)
+
+        h = self.mid_block2(self.mid_attention(self.mid_block1(h, cond)), cond)
+
+        for stage, up in zip(self.decoder, self.upsamplers, strict=True):
+            h = stage(torch.cat([h, skips.pop()], dim=1), cond)
+            h = up(h)
+
+        return self.output_conv(self.act(self.output_norm(h, cond)))
+

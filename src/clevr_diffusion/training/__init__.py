@@ -1,0 +1,7 @@
+"""Training: the trainer, its config, EMA weights and checkpoints."""
+
+from .config import TrainerConfig
+from .ema import EMA
+from .trainer import DDPMTrainer
+
+__all__ = ["EMA", "DDPMTrainer", "TrainerConfig"]

@@ -1,0 +1,349 @@
+"""The training loop: noise prediction with EMA, checkpoints and exact resume, on accelerate."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from ..diffusion.noise import NoiseConfig, NoiseProcess
+from ..diffusion.sampler import DDPMSampler, SamplingConfig
+from ..labels import load_conditions
+from ..models.serialization import load_safetensors, load_state_dict_strict, save_safetensors
+from ..models.unet import ConditionalUNet
+from ..utils.io import atomic_write_text
+from ..utils.plotting import plot_curve
+from . import checkpoint as ckpt
+from .config import TrainerConfig
+from .data_order import EpochBatchSampler
+from .ema import EMA
+
+__all__ = ["DDPMTrainer"]
+
+logger = logging.getLogger(__name__)
+
+METRICS_NAME = "metrics.jsonl"
+
+
+class DDPMTrainer:
+    """Trains a `ConditionalUNet` to denoise images of a labelled data set.
+
+    Each step draws timesteps uniformly, noises the batch with the noise process's
+    ``add_noise``, drops labels with probability ``label_dropout`` (for classifier-free
+    guidance) and regresses the network onto the noise (or velocity). AdamW with warm-up and
+    gradient clipping; an EMA copy of the weights for sampling. Runs on
+    `accelerate.Accelerator`, so ``accelerate launch`` spreads it over several
+    processes, GPUs or machines without changes.
+
+    The run folder (``config.output_dir``) receives ``trainer_config.json``,
+    ``metrics.jsonl`` and ``loss.png``, sample grids in ``samples/``, checkpoints in
+    ``checkpoints/`` and, at the end, the finished model in ``model/`` (load it with
+    `DDPMSampler.from_pretrained`).
+
+    Args:
+        model: The network to train (its current weights are the starting point).
+        dataset: Items ``(image, label)``: image (3, H, W) float in [-1, 1], label (24,)
+            multi-hot float.
+        noise: The noise process or its config (default: linear betas, T = 1000, epsilon).
+        config: Training settings; keyword arguments override its fields.
+        **overrides: Fields of `TrainerConfig`.
+    """
+
+    def __init__(
+        self,
+        model: ConditionalUNet,
+        dataset: Dataset,
+        noise: NoiseProcess | NoiseConfig | None = None,
+        config: TrainerConfig | None = None,
+        **overrides: Any,
+    ) -> None:
+        config = config or TrainerConfig()
+        self.config = config.replace(**overrides) if overrides else config
+        self.noise = noise if isinstance(noise, NoiseProcess) else NoiseProcess(noise)
+        self.dataset = dataset
+        self.output_dir = Path(self.config.output_dir)
+        self._check_dataset(model)
+        self.accelerator = Accelerator(mixed_precision=self.config.mixed_precision, cpu=self._use_cpu())
+        self.model = model
+        self.ema = EMA(model, self.config.ema_decay)
+        self.step = 0
+
+    def _use_cpu(self) -> bool:
+        # accelerate only forms a multi-process CPU group (gloo) when told to use the CPU, so a
+        # launch with several processes on a machine without CUDA needs the flag set for it.
+        launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        return self.config.cpu or (launched and not torch.cuda.is_available())
+
+    def _check_dataset(self, model: ConditionalUNet) -> None:
+        if len(self.dataset) == 0:  # type: ignore[arg-type]
+            raise ValueError("the training data set is empty")
+        image, label = self.dataset[0]
+        factor = model.config.downsampling_factor
+        if image.ndim != 3 or image.shape[0] != model.config.in_channels:
+            raise ValueError(f"data set images must be ({model.config.in_channels}, H, W), got {tuple(image.shape)}")
+        if image.shape[1] % factor or image.shape[2] % factor:
+            raise ValueError(
+                f"data set images are {image.shape[1]}x{image.shape[2]}, not multiples of the "
+                f"UNet's downsampling factor {factor}; load the data with another image_size"
+            )
+        if label.shape != (model.config.num_labels,):
+            raise ValueError(f"data set labels must be ({model.config.num_labels},) multi-hot, got {tuple(label.shape)}")
+
+    # ------------------------------------------------------------------------ properties
+    @property
+    def is_main_process(self) -> bool:
+        """Whether this process writes files (the first of a multi-process run)."""
+        return self.accelerator.is_main_process
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Folder of the training checkpoints."""
+        return self.output_dir / "checkpoints"
+
+    @property
+    def model_dir(self) -> Path:
+        """Folder of the finished model (a `DDPMSampler` folder)."""
+        return self.output_dir / "model"
+
+    # ---------------------------------------------------------------------- randomness
+    def _generator(self, micro_batch: int) -> torch.Generator:
+        """A generator owned by one micro-batch of one process.
+
+        Seeding from (seed, micro-batch, rank) rather than carrying one stream through the run
+        makes the noise of every step independent of how often the run was resumed.
+        """
+        seed = int(
+            np.random.SeedSequence([self.config.seed, micro_batch, self.accelerator.process_index]).generate_state(1)[0]
+        )
+        return torch.Generator(self.accelerator.device).manual_seed(seed)
+
+    def _batches(self, sampler: EpochBatchSampler, micro_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Endless micro-batches from position ``micro_batch`` of the run onwards."""
+        per_epoch = len(sampler)
+        epoch, start = divmod(micro_batch, per_epoch)
+        while True:
+            sampler.set_position(epoch, start)
+            loader = DataLoader(
+                self.dataset,
+                batch_sampler=sampler,
+                num_workers=self.config.num_workers,
+                pin_memory=self.accelerator.device.type == "cuda",
+                # Its own generator: a loader otherwise draws its workers' base seed from the
+                # global RNG, which would shift dropout masks after a resume.
+                generator=torch.Generator().manual_seed(self.config.seed + epoch),
+            )
+            yield from loader
+            epoch, start = epoch + 1, 0
+
+    # ---------------------------------------------------------------------------- train
+    def train(self, resume: bool = True) -> Path:
+        """Train up to ``config.max_steps`` optimiser steps.
+
+        Args:
+            resume: Continue from the newest checkpoint in the run folder when there is one;
+                the result is the same as a run that was never interrupted.
+
+        Returns:
+            The folder of the finished model.
+        """
+        cfg, acc = self.config, self.accelerator
+        torch.manual_seed(cfg.seed)
+        if self.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(self.output_dir / "trainer_config.json")
+            self.noise.config.save(self.output_dir / "noise_config.json")
+
+        optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.learning_rate, betas=cfg.adam_betas, weight_decay=cfg.weight_decay
+        )
+        model, optimizer = acc.prepare(self.model, optimizer)
+        self.ema.model.to(acc.device)
+        latest = ckpt.find_latest_checkpoint(self.checkpoint_dir) if resume else None
+        if latest is not None:
+            self._load_checkpoint(latest, optimizer)
+            logger.info("resumed from %s at step %d", latest, self.step)
+        if self.is_main_process:
+            self._truncate_metrics(self.step)
+
+        sampler = EpochBatchSampler(
+            len(self.dataset), cfg.batch_size, acc.num_processes, acc.process_index, cfg.seed  # type: ignore[arg-type]
+        )
+        accum = cfg.gradient_accumulation_steps
+        batches = self._batches(sampler, self.step * accum)
+        model.train()
+        window: list[torch.Tensor] = []
+        started, start_step = time.perf_counter(), self.step
+        bar = tqdm(total=cfg.max_steps, initial=self.step, desc="training", disable=not self.is_main_process)
+        while self.step < cfg.max_steps:
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.learning_rate_at(self.step)
+            for micro in range(accum):
+                images, labels = next(batches)
+                sync = micro == accum - 1
+                with contextlib.nullcontext() if sync else acc.no_sync(model):
+                    loss = self._loss(model, images, labels, self._generator(self.step * accum + micro))
+                    acc.backward(loss / accum)
+                window.append(loss.detach())
+            if cfg.max_grad_norm > 0:
+                acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            self.ema.update(acc.unwrap_model(model))
+            self.step += 1
+            bar.update(1)
+
+            if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                mean_loss = acc.reduce(torch.stack(window).mean(), "mean").item()
+                window.clear()
+                if not math.isfinite(mean_loss):
+                    raise FloatingPointError(
+                        f"the loss became {mean_loss} at step {self.step}; lower the learning rate "
+                        "or use mixed_precision='bf16' instead of 'fp16'"
+                    )
+                rate = (self.step - start_step) * cfg.batch_size * accum * acc.num_processes / (time.perf_counter() - started)
+                bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.1f}")
+                self._log({"step": self.step, "loss": mean_loss, "lr": optimizer.param_groups[0]["lr"], "images_per_s": rate})
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.max_steps:
+                self.save_checkpoint(model, optimizer)
+            if cfg.sample_every > 0 and self.step % cfg.sample_every == 0 and self.step < cfg.max_steps:
+                self.save_samples()
+        bar.close()
+
+        self.save_checkpoint(model, optimizer)
+        if cfg.sample_every >= 0:
+            self.save_samples()
+        if self.is_main_process:
+            self._save_model(acc.unwrap_model(model))
+            self._plot_loss()
+        acc.wait_for_everyone()
+        return self.model_dir
+
+    def _loss(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        device = self.accelerator.device
+        x0 = images.to(device, non_blocking=True).float()
+        labels = labels.to(device, non_blocking=True).float()
+        batch = x0.shape[0]
+        if self.config.random_flip:
+            flip = torch.rand(batch, device=device, generator=gen) < 0.5
+            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        if self.config.label_dropout > 0:
+            keep = torch.rand(batch, device=device, generator=gen) >= self.config.label_dropout
+            labels = labels * keep[:, None]
+        t = torch.randint(0, self.noise.num_train_timesteps, (batch,), device=device, generator=gen)
+        noise = torch.randn(x0.shape, device=device, generator=gen)
+        x_t = self.noise.add_noise(x0, noise, t)
+        prediction = model(x_t, t, labels)
+        return self.noise.training_loss(prediction, x0, noise, t)
+
+    # ---------------------------------------------------------------------- checkpoints
+    def save_checkpoint(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Path:
+        """Write a checkpoint of the current step (all processes must call this)."""
+        acc = self.accelerator
+        final = ckpt.checkpoint_path(self.checkpoint_dir, self.step)
+        tmp = ckpt.temporary_checkpoint_path(self.checkpoint_dir, self.step)
+        if self.is_main_process:
+            tmp.mkdir(parents=True, exist_ok=True)
+        acc.wait_for_everyone()
+        ckpt.save_rng(tmp, acc.process_index)
+        if self.is_main_process:
+            save_safetensors(acc.unwrap_model(model).state_dict(), tmp / "model.safetensors")
+            save_safetensors(self.ema.state_dict(), tmp / "ema.safetensors")
+            tensors, meta = ckpt.optimizer_to_tensors(optimizer.state_dict())
+            save_safetensors(tensors, tmp / "optimizer.safetensors")
+            state = {
+                "step": self.step,
+                "ema_updates": self.ema.num_updates,
+                "optimizer": meta,
+                "num_processes": acc.num_processes,
+                "trainer_config": self.config.to_dict(),
+                "noise_config": self.noise.config.to_dict(),
+                "model_config": acc.unwrap_model(model).config.to_dict(),
+            }
+        acc.wait_for_everyone()
+        if self.is_main_process:
+            ckpt.write_state(tmp, state)
+            ckpt.publish_checkpoint(tmp, final, self.config.keep_checkpoints)
+            logger.info("saved checkpoint %s", final)
+        acc.wait_for_everyone()
+        return final
+
+    def _load_checkpoint(self, folder: Path, optimizer: torch.optim.Optimizer) -> None:
+        state = ckpt.read_state(folder)
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        load_state_dict_strict(unwrapped, load_safetensors(folder / "model.safetensors"), str(folder))
+        self.ema.load_state_dict(load_safetensors(folder / "ema.safetensors"), state["ema_updates"])
+        tensors = load_safetensors(folder / "optimizer.safetensors")
+        optimizer.load_state_dict(ckpt.optimizer_from_tensors(tensors, state["optimizer"]))
+        if not ckpt.load_rng(folder, self.accelerator.process_index):
+            logger.warning("%s has no RNG state for process %d", folder, self.accelerator.process_index)
+        if state["num_processes"] != self.accelerator.num_processes:
+            logger.warning(
+                "checkpoint was written by %d processes, resuming with %d: the data order changes",
+                state["num_processes"],
+                self.accelerator.num_processes,
+            )
+        self.step = int(state["step"])
+
+    # --------------------------------------------------------------------------- outputs
+    def _sampler(self, model: ConditionalUNet) -> DDPMSampler:
+        cfg = self.config
+        sampling = SamplingConfig(method=cfg.sample_method, num_inference_steps=cfg.sample_steps, guidance_scale=cfg.sample_guidance)
+        return DDPMSampler(model, self.noise.config, sampling)
+
+    def save_samples(self) -> Path | None:
+        """Draw a grid for the first label sets of test.json with the EMA weights (main process)."""
+        if not self.is_main_process or self.config.num_sample_images == 0:
+            return None
+        labels = load_conditions("test")[: self.config.num_sample_images]
+        output = self._sampler(self.ema.model).sample(labels, seed=self.config.seed, progress=False)
+        path = output.save_grid(self.output_dir / "samples" / f"step_{self.step:08d}.png", nrow=8)
+        logger.info("saved sample grid %s", path)
+        return path
+
+    def _save_model(self, model: ConditionalUNet) -> None:
+        self._sampler(model).save_pretrained(self.model_dir, ema_state_dict=self.ema.state_dict())
+        model.train()
+
+    def _log(self, row: dict[str, Any]) -> None:
+        if self.is_main_process:
+            with open(self.output_dir / METRICS_NAME, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(row) + "\n")
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop metrics after ``step`` (and any half-written line) from an interrupted run."""
+        path = self.output_dir / METRICS_NAME
+        if not path.is_file():
+            return
+        rows = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if row.get("step", 0) <= step:
+                rows.append(line)
+        atomic_write_text(path, "".join(r + "\n" for r in rows))
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """The rows of ``metrics.jsonl`` (step, loss, lr, images_per_s)."""
+        path = self.output_dir / METRICS_NAME
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def _plot_loss(self) -> None:
+        rows = self.metrics()
+        if rows:
+            plot_curve([r["step"] for r in rows], [r["loss"] for r in rows], self.output_dir / "loss.png")

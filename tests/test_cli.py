@@ -1,0 +1,104 @@
+"""The clevr-diffusion command end to end on a tiny data set and model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from clevr_diffusion.cli import build_parser, main
+
+
+@pytest.fixture(scope="module")
+def toy_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("toy")
+    assert main(["make-toy-data", str(root), "--scenes", "12", "--size", "32,24"]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(toy_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    args = [
+        "train", "--data", str(toy_data), "--output-dir", str(run), "--image-size", "16",
+        "--base-channels", "8", "--channel-mults", "1,2", "--attention-stages", "1",
+        "--steps", "4", "--batch-size", "4", "--warmup-steps", "1", "--timesteps", "50",
+        "--beta-schedule", "squaredcos_cap_v2", "--checkpoint-every", "2", "--sample-every", "-1",
+        "--log-every", "1",
+    ]
+    assert main(args) == 0
+    return run
+
+
+def test_help_lists_every_command() -> None:
+    text = build_parser().format_help()
+    for command in ("demo", "train", "sample", "make-toy-data"):
+        assert command in text
+    for command in ("demo", "train", "sample", "make-toy-data"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+
+
+def test_module_entry_point_runs() -> None:
+    result = subprocess.run([sys.executable, "-m", "clevr_diffusion.cli", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("clevr-diffusion ")
+
+
+def test_make_toy_data_writes_an_iclevr_folder(toy_data: Path) -> None:
+    labels = json.loads((toy_data / "train.json").read_text())
+    assert all((toy_data / name).is_file() for name in labels)
+    assert Image.open(toy_data / next(iter(labels))).size == (32, 24)
+
+
+def test_train_writes_a_loadable_run(trained: Path) -> None:
+    rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    config = json.loads((trained / "model" / "scheduler_config.json").read_text())
+    assert config["num_train_timesteps"] == 50 and config["beta_schedule"] == "squaredcos_cap_v2"
+    assert (trained / "loss.png").is_file()
+
+
+def test_train_resumes_when_run_again(trained: Path, toy_data: Path) -> None:
+    args = [
+        "train", "--data", str(toy_data), "--output-dir", str(trained), "--image-size", "16",
+        "--base-channels", "8", "--channel-mults", "1,2", "--attention-stages", "1",
+        "--steps", "6", "--batch-size", "4", "--warmup-steps", "1", "--timesteps", "50",
+        "--beta-schedule", "squaredcos_cap_v2", "--checkpoint-every", "2", "--sample-every", "-1", "--log-every", "1",
+    ]
+    assert main(args) == 0
+    rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+
+
+def test_sample_writes_grid_images_and_trajectory(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main([
+        "sample", "--model", str(trained / "model"), "--labels", "red cube", "--labels", "Blue Sphere,  gray cylinder",
+        "--method", "ddim", "--steps", "3", "--out", str(tmp_path / "grid.png"), "--images-dir", str(tmp_path / "images"),
+        "--trajectory", str(tmp_path / "traj.png"),
+    ])
+    assert code == 0
+    assert Image.open(tmp_path / "grid.png").size == (2 * 18 + 2, 18 + 2)
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == ["0.png", "1.png"]
+    assert (tmp_path / "traj.png").is_file()
+    assert "grid:" in capsys.readouterr().out
+
+
+def test_sample_a_condition_file(trained: Path, tmp_path: Path) -> None:
+    code = main(["sample", "--model", str(trained / "model"), "--conditions", "new_test", "--method", "dpm++", "--steps", "2", "--out", str(tmp_path / "g.png")])
+    assert code == 0
+    assert Image.open(tmp_path / "g.png").size == (8 * 18 + 2, 4 * 18 + 2)
+
+
+def test_bad_input_is_a_one_line_error(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sample", "--model", str(trained / "model"), "--labels", "pink cube", "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "pink cube" in err and "Traceback" not in err
+    assert main(["sample", "--model", str(tmp_path / "missing"), "--labels", "red cube"]) == 2
+    assert "config.json" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "nothing"), "--output-dir", str(tmp_path / "r")]) == 2
+    assert "train.json" in capsys.readouterr().err

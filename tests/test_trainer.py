@@ -1,0 +1,186 @@
+"""DDPMTrainer end to end on a tiny model: learning, checkpoints, exact resume, kill -9, processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from clevr_diffusion import CheckpointMismatchError, ConditionalUNet, DDPMSampler, DDPMTrainer, TrainerConfig
+from clevr_diffusion.training.checkpoint import list_checkpoints
+from clevr_diffusion.training.data_order import EpochBatchSampler
+from clevr_diffusion.training.ema import EMA
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_worker import build  # noqa: E402
+
+WORKER = Path(__file__).parent / "train_worker.py"
+
+
+def losses(trainer: DDPMTrainer) -> list[float]:
+    return [row["loss"] for row in trainer.metrics()]
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory: pytest.TempPathFactory) -> DDPMTrainer:
+    """An uninterrupted 30-step run that the resume tests compare against."""
+    trainer = build(str(tmp_path_factory.mktemp("reference")), 30)
+    trainer.train()
+    return trainer
+
+
+def test_loss_goes_down_and_outputs_are_written(reference_run: DDPMTrainer) -> None:
+    curve = losses(reference_run)
+    assert len(curve) == 30
+    assert sum(curve[-5:]) / 5 < 0.8 * sum(curve[:5]) / 5
+    out = reference_run.output_dir
+    for name in ("trainer_config.json", "noise_config.json", "metrics.jsonl", "loss.png", "model/config.json"):
+        assert (out / name).is_file(), name
+    assert [p.name for p in list_checkpoints(out / "checkpoints")][-1] == "step_00000030"
+    assert TrainerConfig.load(out / "trainer_config.json") == reference_run.config
+
+
+def test_finished_model_loads_and_samples(reference_run: DDPMTrainer) -> None:
+    sampler = DDPMSampler.from_pretrained(reference_run.model_dir)
+    assert same_weights(sampler.model.state_dict(), reference_run.ema.state_dict())
+    raw = DDPMSampler.from_pretrained(reference_run.model_dir, use_ema=False)
+    assert same_weights(raw.model.state_dict(), reference_run.model.state_dict())
+    out = sampler.sample([["red cube"], ["blue sphere", "gray cylinder"]], method="ddim", num_inference_steps=5, seed=0, progress=False)
+    assert out.images.shape == (2, 3, 16, 16)
+
+
+def test_resume_matches_an_uninterrupted_run(reference_run: DDPMTrainer, tmp_path: Path) -> None:
+    build(str(tmp_path), 17).train()  # stops between two checkpoints' steps
+    resumed = build(str(tmp_path), 30)
+    resumed.train()
+    assert losses(resumed) == losses(reference_run)
+    assert same_weights(resumed.model.state_dict(), reference_run.model.state_dict())
+    assert same_weights(resumed.ema.state_dict(), reference_run.ema.state_dict())
+
+
+def test_kill_9_loses_nothing(reference_run: DDPMTrainer, tmp_path: Path) -> None:
+    process = subprocess.Popen([sys.executable, str(WORKER), str(tmp_path), "30", "0.004"])
+    try:
+        deadline = time.time() + 120
+        while not list_checkpoints(tmp_path / "checkpoints") or list_checkpoints(tmp_path / "checkpoints")[-1].name < "step_00000010":
+            assert process.poll() is None, "the worker ended before it could be killed"
+            assert time.time() < deadline, "no checkpoint appeared"
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    done = list_checkpoints(tmp_path / "checkpoints")
+    assert done and int(done[-1].name.split("_")[1]) < 30
+    resumed = build(str(tmp_path), 30)
+    resumed.train()
+    assert losses(resumed) == losses(reference_run)
+    assert same_weights(resumed.ema.state_dict(), reference_run.ema.state_dict())
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_resume_with_another_model_fails_clearly(reference_run: DDPMTrainer, tmp_path: Path) -> None:
+    shutil.copytree(reference_run.output_dir / "checkpoints", tmp_path / "checkpoints")
+    other = ConditionalUNet(base_channels=16, channel_mults=(1, 2), attention_stages=(), sample_size=16)
+    trainer = DDPMTrainer(other, build(str(tmp_path), 40).dataset, output_dir=str(tmp_path), max_steps=40, batch_size=8)
+    with pytest.raises(CheckpointMismatchError, match="another model configuration"):
+        trainer.train()
+
+
+def test_checkpoint_contents(reference_run: DDPMTrainer) -> None:
+    folder = list_checkpoints(reference_run.output_dir / "checkpoints")[-1]
+    names = {p.name for p in folder.iterdir()}
+    assert names == {"model.safetensors", "ema.safetensors", "optimizer.safetensors", "rng_0.safetensors", "state.json"}
+    state = json.loads((folder / "state.json").read_text())
+    assert state["step"] == 30 and state["ema_updates"] == 30
+    assert state["noise_config"]["num_train_timesteps"] == 100
+
+
+def test_gradient_accumulation_and_bad_data(tmp_path: Path, tiny_unet, colour_dataset) -> None:  # type: ignore[no-untyped-def]
+    trainer = DDPMTrainer(
+        tiny_unet, colour_dataset, output_dir=str(tmp_path), max_steps=3, batch_size=4, gradient_accumulation_steps=2,
+        sample_every=-1, log_every=1, warmup_steps=0,
+    )
+    trainer.train()
+    assert len(losses(trainer)) == 3
+    with pytest.raises(ValueError, match="downsampling factor"):
+        DDPMTrainer(tiny_unet, [(torch.zeros(3, 15, 16), torch.zeros(24))], output_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        DDPMTrainer(tiny_unet, colour_dataset, output_dir=str(tmp_path / "x"), batch_size=100, max_steps=1).train()
+
+
+def test_label_dropout_and_flip_are_applied(tiny_unet, colour_dataset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    trainer = DDPMTrainer(tiny_unet, colour_dataset, output_dir=str(tmp_path), max_steps=1, batch_size=64, label_dropout=0.5, sample_every=-1)
+    hook = tiny_unet.register_forward_hook(lambda m, args, out: seen.append((args[0], args[2])))
+    trainer.train()
+    hook.remove()
+    labels = seen[0][1]
+    dropped = (labels.sum(dim=1) == 0).float().mean().item()
+    assert 0.25 < dropped < 0.75
+
+
+def test_periodic_sample_grids(tiny_unet, colour_dataset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    trainer = DDPMTrainer(
+        tiny_unet, colour_dataset, output_dir=str(tmp_path), max_steps=4, batch_size=8, sample_every=2,
+        sample_steps=2, num_sample_images=8,
+    )
+    trainer.train()
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["step_00000002.png", "step_00000004.png"]
+
+
+def test_epoch_batch_sampler_shards_and_resumes() -> None:
+    ranks = [EpochBatchSampler(40, 4, world_size=2, rank=r, seed=1) for r in range(2)]
+    epoch0 = [list(s) for s in ranks]
+    assert len(epoch0[0]) == len(epoch0[1]) == 5
+    seen = [i for batches in epoch0 for batch in batches for i in batch]
+    assert sorted(seen) == list(range(40))  # the two processes split the epoch
+    ranks[0].set_position(1, 3)
+    later = list(ranks[0])
+    ranks[0].set_position(1, 0)
+    assert later == list(ranks[0])[3:]
+
+
+def test_ema_average() -> None:
+    model = torch.nn.Linear(2, 2)
+    ema = EMA(model, decay=0.5)
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)  # first update: decay min(0.5, 1/10) = 0.1
+    torch.testing.assert_close(ema.model.weight, start + 0.9)
+    ema.update(model)  # decay min(0.5, 2/11) = 2/11
+    torch.testing.assert_close(ema.model.weight, start + 1 - 0.1 * 2 / 11)
+
+
+@pytest.mark.slow
+def test_two_processes_with_accelerate_launch(tmp_path: Path) -> None:
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    assert accelerate, "accelerate's launcher is installed with the package"
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    command = [
+        accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", str(WORKER), str(tmp_path),
+    ]
+    first = subprocess.run([*command, "6"], env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    checkpoint = list_checkpoints(tmp_path / "checkpoints")[-1]
+    assert {"rng_0.safetensors", "rng_1.safetensors"} <= {p.name for p in checkpoint.iterdir()}
+    assert json.loads((checkpoint / "state.json").read_text())["num_processes"] == 2
+    second = subprocess.run([*command, "10"], env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 11))  # one writer, no duplicate lines
+    assert (tmp_path / "model" / "model_ema.safetensors").is_file()
