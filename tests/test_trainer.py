@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from diffusers import DDPMScheduler
 
 from clevr_diffusion import CheckpointMismatchError, ConditionalUNet, DDPMSampler, DDPMTrainer, TrainerConfig
 from clevr_diffusion.training.checkpoint import list_checkpoints
@@ -102,7 +103,11 @@ def test_resume_with_another_model_fails_clearly(reference_run: DDPMTrainer, tmp
 def test_checkpoint_contents(reference_run: DDPMTrainer) -> None:
     folder = list_checkpoints(reference_run.output_dir / "checkpoints")[-1]
     names = {p.name for p in folder.iterdir()}
-    assert names == {"model.safetensors", "ema.safetensors", "optimizer.safetensors", "rng_0.safetensors", "state.json"}
+    assert names == {
+        "model.safetensors", "ema.safetensors", "optimizer.safetensors", "rng_0.safetensors",
+        "scheduler_config.json", "state.json",
+    }
+    assert DDPMScheduler.from_pretrained(folder).config.num_train_timesteps == 100
     state = json.loads((folder / "state.json").read_text())
     assert state["step"] == 30 and state["ema_updates"] == 30
     assert state["noise_config"]["num_train_timesteps"] == 100

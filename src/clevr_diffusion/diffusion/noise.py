@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from diffusers import DDPMScheduler
 
 from ..utils.config import JsonConfig
+from ..utils.io import atomic_write_text
 
-__all__ = ["BetaSchedule", "NoiseConfig", "NoiseProcess", "PredictionType"]
+__all__ = ["SCHEDULER_CONFIG_NAME", "BetaSchedule", "NoiseConfig", "NoiseProcess", "PredictionType"]
+
+SCHEDULER_CONFIG_NAME = "scheduler_config.json"
 
 BetaSchedule = Literal["linear", "scaled_linear", "squaredcos_cap_v2"]
 PredictionType = Literal["epsilon", "v_prediction"]
@@ -59,6 +65,21 @@ class NoiseConfig(JsonConfig):
             prediction_type=self.prediction_type,
             clip_sample=True,
         ).config
+
+
+    def save_scheduler_config(self, folder: str | os.PathLike[str]) -> Path:
+        """Write ``scheduler_config.json`` in diffusers' format into ``folder`` (atomically).
+
+        ``diffusers.DDPMScheduler.from_pretrained(folder)`` reads it back.
+        """
+        config = dict(self.scheduler_config())
+        config["_class_name"] = "DDPMScheduler"
+        return atomic_write_text(Path(folder) / SCHEDULER_CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def from_scheduler_config(cls, config: dict[str, Any]) -> NoiseConfig:
+        """Read the noise settings back from a diffusers scheduler config (other keys ignored)."""
+        return cls.from_dict({k: v for k, v in config.items() if k in cls.__dataclass_fields__})
 
 
 class NoiseProcess:

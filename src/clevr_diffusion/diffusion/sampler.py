@@ -19,15 +19,14 @@ from ..labels import Vocabulary
 from ..models.unet import ConditionalUNet
 from ..utils.config import JsonConfig
 from ..utils.images import save_grid, save_images, to_pil
-from ..utils.io import atomic_write_json, atomic_write_text
-from .noise import NoiseConfig
+from ..utils.io import atomic_write_json
+from .noise import SCHEDULER_CONFIG_NAME, NoiseConfig
 from .schedulers import DEFAULT_STEPS, SAMPLING_METHODS, build_scheduler
 
 __all__ = ["DDPMSampler", "SampleOutput", "SamplingConfig"]
 
 logger = logging.getLogger(__name__)
 
-SCHEDULER_CONFIG_NAME = "scheduler_config.json"
 SAMPLER_CONFIG_NAME = "sampler_config.json"
 
 Labels = Sequence[Sequence[str]] | torch.Tensor
@@ -151,9 +150,7 @@ class DDPMSampler:
         """
         folder = Path(folder)
         self.model.save_pretrained(folder, ema_state_dict=ema_state_dict)
-        scheduler_config = dict(self.noise_config.scheduler_config())
-        scheduler_config["_class_name"] = "DDPMScheduler"
-        atomic_write_text(folder / SCHEDULER_CONFIG_NAME, json.dumps(scheduler_config, indent=2, sort_keys=True) + "\n")
+        self.noise_config.save_scheduler_config(folder)
         sampler = {"sampling": self.config.to_dict(), "vocabulary": list(self.vocabulary.names)}
         atomic_write_json(folder / SAMPLER_CONFIG_NAME, sampler)
         return folder
@@ -174,8 +171,7 @@ class DDPMSampler:
         noise = NoiseConfig()
         if (folder / SCHEDULER_CONFIG_NAME).is_file():
             scheduler = json.loads((folder / SCHEDULER_CONFIG_NAME).read_text(encoding="utf-8"))
-            fields = NoiseConfig.__dataclass_fields__
-            noise = NoiseConfig.from_dict({k: v for k, v in scheduler.items() if k in fields})
+            noise = NoiseConfig.from_scheduler_config(scheduler)
         else:
             logger.warning("%s has no %s; assuming the default noise schedule", folder, SCHEDULER_CONFIG_NAME)
         config, vocabulary = SamplingConfig(), None

@@ -2,8 +2,8 @@
 
 A checkpoint is a folder ``step_XXXXXXXX/`` with ``model.safetensors``, ``ema.safetensors``,
 ``optimizer.safetensors`` (tensors of the optimiser state), ``rng_<rank>.safetensors`` (each
-process's random number generator states) and ``state.json`` (step, optimiser hyper-parameters,
-configs). It is assembled in a hidden temporary folder and renamed into place in one step,
+process's random number generator states), ``scheduler_config.json`` (the noise schedule, in
+diffusers' format) and ``state.json`` (step, optimiser hyper-parameters, configs). It is assembled in a hidden temporary folder and renamed into place in one step,
 so a ``kill -9`` at any moment leaves either the previous checkpoint or the new one.
 """
 

@@ -260,6 +260,7 @@ class DDPMTrainer:
         if self.is_main_process:
             save_safetensors(acc.unwrap_model(model).state_dict(), tmp / "model.safetensors")
             save_safetensors(self.ema.state_dict(), tmp / "ema.safetensors")
+            self.noise.config.save_scheduler_config(tmp)
             tensors, meta = ckpt.optimizer_to_tensors(optimizer.state_dict())
             save_safetensors(tensors, tmp / "optimizer.safetensors")
             state = {
