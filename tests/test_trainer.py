@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -126,15 +127,44 @@ def test_gradient_accumulation_and_bad_data(tmp_path: Path, tiny_unet, colour_da
         DDPMTrainer(tiny_unet, colour_dataset, output_dir=str(tmp_path / "x"), batch_size=100, max_steps=1).train()
 
 
-def test_label_dropout_and_flip_are_applied(tiny_unet, colour_dataset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+def test_label_dropout_is_applied(tiny_unet, colour_dataset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    seen: list[torch.Tensor] = []
     trainer = DDPMTrainer(tiny_unet, colour_dataset, output_dir=str(tmp_path), max_steps=1, batch_size=64, label_dropout=0.5, sample_every=-1)
-    hook = tiny_unet.register_forward_hook(lambda m, args, out: seen.append((args[0], args[2])))
+    hook = tiny_unet.register_forward_hook(lambda m, args, out: seen.append(args[2]))
     trainer.train()
     hook.remove()
-    labels = seen[0][1]
-    dropped = (labels.sum(dim=1) == 0).float().mean().item()
+    dropped = (seen[0].sum(dim=1) == 0).float().mean().item()
     assert 0.25 < dropped < 0.75
+    assert torch.equal(seen[0][seen[0].sum(dim=1) > 0].sum(dim=1), torch.ones(int((seen[0].sum(dim=1) > 0).sum())))
+
+
+@pytest.mark.parametrize("flip", [True, False])
+def test_random_flip(tiny_unet, tmp_path: Path, flip: bool) -> None:  # type: ignore[no-untyped-def]
+    images = torch.linspace(-1, 1, 16).expand(64, 3, 16, 16).clone()  # a left-to-right ramp
+    images += torch.arange(64).view(64, 1, 1, 1) * 1e-3  # tell the images apart
+    dataset = torch.utils.data.TensorDataset(images, torch.eye(24)[torch.arange(64) % 24])
+    trainer = DDPMTrainer(tiny_unet, dataset, output_dir=str(tmp_path), max_steps=1, batch_size=64, random_flip=flip, sample_every=-1)
+    clean: list[torch.Tensor] = []
+    add_noise = trainer.noise.add_noise
+    trainer.noise.add_noise = lambda x0, noise, t: clean.append(x0) or add_noise(x0, noise, t)  # type: ignore[method-assign]
+    trainer.train()
+    x0 = clean[0]
+    flipped = (x0[:, 0, 0, 0] > x0[:, 0, 0, -1]).float().mean().item()
+    assert (0.25 < flipped < 0.75) if flip else flipped == 0.0
+    # Every image is one of the data set's, as it is or mirrored.
+    originals = {round(v, 4) for v in images[:, 0, 0, 0].tolist()}
+    assert {round(v, 4) for v in x0.amin(dim=(1, 2, 3)).tolist()} <= originals
+
+
+def test_bf16_mixed_precision_on_cpu(tiny_unet, colour_dataset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    dtypes: list[torch.dtype] = []
+    trainer = DDPMTrainer(tiny_unet, colour_dataset, output_dir=str(tmp_path), max_steps=2, batch_size=8, mixed_precision="bf16", sample_every=-1, log_every=1)
+    hook = tiny_unet.output_conv.register_forward_hook(lambda m, args, out: dtypes.append(out.dtype))
+    trainer.train()
+    hook.remove()
+    assert dtypes and set(dtypes) == {torch.bfloat16}  # autocast ran the convolutions in bf16
+    assert all(p.dtype == torch.float32 for p in tiny_unet.parameters())  # master weights stay fp32
+    assert all(math.isfinite(r["loss"]) for r in trainer.metrics())
 
 
 def test_periodic_sample_grids(tiny_unet, colour_dataset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

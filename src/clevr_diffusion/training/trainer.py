@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -75,10 +76,23 @@ class DDPMTrainer:
         self.dataset = dataset
         self.output_dir = Path(self.config.output_dir)
         self._check_dataset(model)
-        self.accelerator = Accelerator(mixed_precision=self.config.mixed_precision, cpu=self._use_cpu())
+        self.accelerator = self._make_accelerator()
         self.model = model
         self.ema = EMA(model, self.config.ema_decay)
         self.step = 0
+
+    def _make_accelerator(self) -> Accelerator:
+        kwargs: dict[str, Any] = {"mixed_precision": self.config.mixed_precision, "cpu": self._use_cpu()}
+        try:
+            return Accelerator(**kwargs)
+        except ValueError as error:
+            if "already been initialized" not in str(error):
+                raise
+            # accelerate keeps one state per process and refuses a second Accelerator with
+            # other precision settings; a notebook or test that trains twice needs a fresh one.
+            # The process group (PartialState) is kept, so distributed runs are unaffected.
+            AcceleratorState._reset_state(reset_partial_state=False)
+            return Accelerator(**kwargs)
 
     def _use_cpu(self) -> bool:
         # accelerate only forms a multi-process CPU group (gloo) when told to use the CPU, so a
@@ -221,7 +235,8 @@ class DDPMTrainer:
                 self.save_samples()
         bar.close()
 
-        self.save_checkpoint(model, optimizer)
+        if not ckpt.checkpoint_path(self.checkpoint_dir, self.step).is_dir():
+            self.save_checkpoint(model, optimizer)
         if cfg.sample_every >= 0:
             self.save_samples()
         if self.is_main_process:
