@@ -20,22 +20,12 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..labels import NUM_OBJECTS, OBJECT_NAMES
+from ..render.scene import CLEVR_RGB
 from ..utils.io import atomic_path, atomic_write_bytes, atomic_write_text
 from .dataset import DatasetError
 
 __all__ = ["make_toy_dataset"]
 
-# CLEVR's colour table (data/properties.json of the CLEVR generator), as 0-255 RGB.
-CLEVR_RGB: dict[str, tuple[int, int, int]] = {
-    "gray": (87, 87, 87),
-    "red": (173, 35, 35),
-    "blue": (42, 75, 215),
-    "green": (29, 105, 20),
-    "brown": (129, 74, 25),
-    "purple": (129, 38, 192),
-    "cyan": (41, 208, 208),
-    "yellow": (255, 238, 51),
-}
 _PARAMS_FILE = "toy_dataset.json"
 _FORMAT = 1  # bump when the drawing changes, so a resumed run never mixes two styles
 _SUPERSAMPLE = 4  # objects are drawn at 4x and averaged down: anti-aliased edges
