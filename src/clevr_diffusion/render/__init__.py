@@ -1,7 +1,8 @@
-"""Built-in CLEVR scene renderer: scene JSON, the CLEVR camera and ray-primitive geometry.
+"""Built-in CLEVR scene renderer: scene JSON, the CLEVR camera, ray-primitive geometry and shading.
 
 Modules: `scene` (dataclasses and JSON I/O), `camera` (projection and primary rays),
-`geometry` (vectorised ray intersection and object-id maps). Shading is not here yet.
+`geometry` (vectorised ray intersection and object-id maps), `shading` (lamps, sun, materials,
+one diffuse bounce) and `renderer` (`render`: scenes to sRGB images and object-id maps).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .geometry import (
     intersect_sphere,
     object_id_map,
 )
+from .renderer import RenderOutput, render, to_uint8
 from .scene import (
     COLOR_ALBEDO,
     Lights,
@@ -28,6 +30,7 @@ from .scene import (
     load_scenes,
     save_scenes,
 )
+from .shading import linear_to_srgb
 
 __all__ = [
     "BACKDROP_ID",
@@ -36,6 +39,7 @@ __all__ = [
     "Camera",
     "Frame",
     "Lights",
+    "RenderOutput",
     "Scene",
     "SceneError",
     "SceneObject",
@@ -47,7 +51,10 @@ __all__ = [
     "intersect_scene",
     "intersect_sphere",
     "intrinsics",
+    "linear_to_srgb",
     "load_scenes",
     "object_id_map",
+    "render",
     "save_scenes",
+    "to_uint8",
 ]

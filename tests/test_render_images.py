@@ -1,0 +1,155 @@
+"""Tests of the shading pass: `clevr_diffusion.render.renderer.render` and its output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clevr_diffusion.render import Camera, Lights, Scene, SceneObject, load_scenes, object_id_map
+from clevr_diffusion.render.renderer import RenderOutput, render, to_uint8
+from clevr_diffusion.render.shading import linear_to_srgb
+
+REFERENCE = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "blender"
+
+
+def _sphere(x: float = 0.0, y: float = 0.0, scale: float = 0.7, material: str = "rubber", color: str = "red") -> SceneObject:
+    size = "large" if scale >= 0.5 else "small"
+    return SceneObject("sphere", color, size, material, (x, y), scale, 0.0)
+
+
+def _scenes() -> list[Scene]:
+    return [
+        Scene(objects=(_sphere(),)),
+        Scene(objects=(_sphere(-1.5, 1.0, 0.35, "metal", "cyan"), SceneObject("cube", "blue", "large", "rubber", (1.5, -0.5), 0.7, 30.0))),
+        Scene(objects=(SceneObject("cylinder", "yellow", "large", "metal", (0.5, 1.5), 0.7, 0.0),)),
+    ]
+
+
+def test_output_shapes_ranges_dtypes() -> None:
+    out = render(_scenes(), width=24, height=16, supersample=1)
+    assert isinstance(out, RenderOutput)
+    assert out.images.shape == (3, 3, 16, 24) and out.images.dtype == torch.float32
+    assert out.object_ids.shape == (3, 16, 24) and out.object_ids.dtype == torch.int64
+    assert out.images.min() >= 0 and out.images.max() <= 1
+    assert torch.isfinite(out.images).all()
+    assert set(out.object_ids.unique().tolist()) <= {-2, -1, 0, 1}
+    single = render(_scenes()[0], width=8, height=8, supersample=1)
+    assert single.images.shape == (1, 3, 8, 8)
+    u8 = to_uint8(out.images)
+    assert u8.dtype == torch.uint8
+
+
+def test_srgb_oetf() -> None:
+    x = torch.tensor([-1.0, 0.0, 0.002, 0.0031308, 0.5, 1.0, 2.0])
+    y = linear_to_srgb(x)
+    assert y[0] == 0 and y[1] == 0 and y[-1] == pytest.approx(1.0) and y[-2] == pytest.approx(1.0)
+    assert y[2] == pytest.approx(0.002 * 12.92)
+    assert y[4] == pytest.approx(1.055 * 0.5 ** (1 / 2.4) - 0.055)
+
+
+def test_deterministic_and_batch_independent() -> None:
+    scenes = _scenes()
+    together = render(scenes, width=16, height=16, supersample=2, seed=3)
+    again = render(scenes, width=16, height=16, supersample=2, seed=3)
+    assert torch.equal(together.images, again.images)
+    for i, scene in enumerate(scenes):
+        alone = render(scene, width=16, height=16, supersample=2, seed=3, scene_offset=i)
+        assert torch.equal(alone.images[0], together.images[i])
+        assert torch.equal(alone.object_ids[0], together.object_ids[i])
+    other = render(scenes, width=16, height=16, supersample=2, seed=4)
+    assert not torch.equal(other.images, together.images)
+
+
+@pytest.mark.parametrize("frame", ["square", "native"])
+def test_object_ids_match_geometry(frame: str) -> None:
+    scenes = _scenes()
+    out = render(scenes, width=32, height=24, frame=frame, supersample=1)
+    for i, scene in enumerate(scenes):
+        assert torch.equal(out.object_ids[i], object_id_map(scene, 32, 24, frame=frame))
+
+
+def test_shadow_behind_object_away_from_key_light() -> None:
+    # A clear synthetic case: the key lamp moved to the camera's left, so the shadow of a sphere
+    # falls sideways in the image (not hidden behind the sphere). The floor point 0.55 m from the
+    # sphere's centre away from the key lamp is in shadow; the point towards the lamp is open.
+    obj = _sphere(0.0, 0.0, 0.35)
+    lights = Lights(key=(-6.0, -3.0, 4.0))
+    scene = Scene(lights=lights, objects=(obj,))
+    empty = Scene(lights=lights)
+    away = -np.array(lights.key[:2]) / np.linalg.norm(lights.key[:2])
+    shadow_pt = (0.55 * away[0], 0.55 * away[1], 0.0)
+    open_pt = (-0.9 * away[0], -0.9 * away[1], 0.0)
+    size = 64
+    pix = Camera.from_scene(scene).project([shadow_pt, open_pt], size, size, "square")
+    (sx, sy), (ox, oy) = [(int(p[0]), int(p[1])) for p in pix]
+    with_obj = render(scene, size, size, supersample=3)
+    without = render(empty, size, size, supersample=3)
+    assert with_obj.object_ids[0, sy, sx] == -1 and with_obj.object_ids[0, oy, ox] == -1
+    shadow = with_obj.images[0, :, sy, sx].mean()
+    lit = with_obj.images[0, :, oy, ox].mean()
+    bare = without.images[0, :, sy, sx].mean()
+    assert shadow < lit - 0.05
+    assert shadow < bare - 0.03
+
+
+def test_metal_differs_from_rubber() -> None:
+    rubber = Scene(objects=(_sphere(material="rubber", color="gray"),))
+    metal = Scene(objects=(_sphere(material="metal", color="gray"),))
+    a = render(rubber, 32, 32, supersample=2)
+    b = render(metal, 32, 32, supersample=2)
+    mask = a.object_ids[0] == 0
+    assert mask.sum() > 20
+    diff = (a.images[0] - b.images[0]).abs().mean(0)[mask]
+    assert diff.mean() > 0.05
+    # Metal reflects black sky on its upper half: much darker there than the lit rubber.
+    assert b.images[0].mean(0)[mask].min() < a.images[0].mean(0)[mask].min()
+
+
+def test_split_backdrop_indirect_sums_to_radiance() -> None:
+    from clevr_diffusion.render.shading import ShadingSamples, first_hit, shade
+
+    scene = _scenes()[1]
+    origins, directions = Camera.from_scene(scene).rays(16, 16, "square")
+    o, d = origins.reshape(-1, 3), directions.reshape(-1, 3)
+    count = o.shape[0]
+    g = torch.Generator().manual_seed(0)
+    samples = ShadingSamples(
+        lamp=torch.rand(3, count, 2, generator=g),
+        sun=torch.rand(count, 2, generator=g),
+        bounce=torch.rand(count, 2, generator=g),
+        lobe=torch.rand(count, 3, generator=g),
+        bounce_lamp=torch.rand(3, count, 2, generator=g),
+        bounce_sun=torch.rand(count, 2, generator=g),
+    )
+    t, n, ids = first_hit(scene, o, d)
+    whole = shade(scene, o, d, t, n, ids, samples)
+    part, indirect = shade(scene, o, d, t, n, ids, samples, split_backdrop_indirect=True)
+    assert torch.allclose(part + indirect, whole, atol=1e-6)
+    assert (indirect[ids != -1] == 0).all() and indirect[ids == -1].sum() > 0
+
+
+@pytest.mark.skipif(not (REFERENCE / "scenes.json").exists(), reason="reference renders not available")
+def test_fidelity_regression_64() -> None:
+    scenes = load_scenes(REFERENCE / "scenes.json")
+    # One i-CLEVR rubber scene, one CLEVR metal-heavy and one rubber CLEVR scene.
+    entries = json.loads((REFERENCE / "scenes.json").read_text())
+    picks = [2]
+    picks.append(next(i for i, e in enumerate(entries) if e["kind"] == "clevr" and e["objects"][0]["material"] == "metal"))
+    picks.append(next(i for i, e in enumerate(entries) if e["kind"] == "clevr" and e["objects"][0]["material"] == "rubber"))
+    out = to_uint8(render([scenes[i] for i in picks], 64, 64, "square", supersample=4, scene_offset=0).images)
+    ours = out.permute(0, 2, 3, 1).numpy().astype(np.float64)
+    for k, i in enumerate(picks):
+        name = Path(scenes[i].file).name
+        ref = np.asarray(Image.open(REFERENCE / "png64" / name).convert("RGB"), dtype=np.float64)
+        mae = np.abs(ours[k] - ref).mean()
+        # Current first-pass level, target 3/255 overall and 6/255 for any single image: the
+        # bounds are the measured MAE (1.34, 1.16, 0.89 levels with seed 0) + 0.5 levels margin.
+        assert mae < BOUNDS_64[k], (name, mae)
+
+
+BOUNDS_64 = (1.85, 1.65, 1.4)
