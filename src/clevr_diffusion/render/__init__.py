@@ -2,7 +2,8 @@
 
 Modules: `scene` (dataclasses and JSON I/O), `camera` (projection and primary rays),
 `geometry` (vectorised ray intersection and object-id maps), `shading` (lamps, sun, materials,
-one diffuse bounce) and `renderer` (`render`: scenes to sRGB images and object-id maps).
+one diffuse bounce), `renderer` (`render`: scenes to sRGB images and object-id maps) and
+`sampling` (`sample_scene`, `sample_scenes`, `scene_prefix`: random scenes by CLEVR's rules).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .geometry import (
     object_id_map,
 )
 from .renderer import RenderOutput, render, to_uint8
+from .sampling import ground_directions, sample_scene, sample_scenes, scene_prefix, visible_pixel_counts
 from .scene import (
     COLOR_ALBEDO,
     Lights,
@@ -44,6 +46,7 @@ __all__ = [
     "SceneError",
     "SceneObject",
     "backdrop_height",
+    "ground_directions",
     "intersect_backdrop",
     "intersect_box",
     "intersect_cylinder",
@@ -55,6 +58,10 @@ __all__ = [
     "load_scenes",
     "object_id_map",
     "render",
+    "sample_scene",
+    "sample_scenes",
     "save_scenes",
+    "scene_prefix",
     "to_uint8",
+    "visible_pixel_counts",
 ]
