@@ -36,9 +36,10 @@ def trained(toy_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_help_lists_every_command() -> None:
     text = build_parser().format_help()
-    for command in ("demo", "train", "sample", "make-toy-data"):
+    commands = ("demo", "train", "sample", "make-toy-data", "render-scenes")
+    for command in commands:
         assert command in text
-    for command in ("demo", "train", "sample", "make-toy-data"):
+    for command in commands:
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])
         assert exit_info.value.code == 0
@@ -102,3 +103,31 @@ def test_bad_input_is_a_one_line_error(trained: Path, tmp_path: Path, capsys: py
     assert "config.json" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path / "nothing"), "--output-dir", str(tmp_path / "r")]) == 2
     assert "train.json" in capsys.readouterr().err
+
+
+REFERENCE_SCENES = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "blender" / "scenes.json"
+
+
+def test_render_scenes_names_sizes_and_resume(tmp_path: Path) -> None:
+    if not REFERENCE_SCENES.is_file():
+        pytest.skip("../shared/reference is not available")
+    import numpy as np
+    import torch
+
+    from clevr_diffusion.render import load_scenes, render
+
+    scenes = json.loads(REFERENCE_SCENES.read_text())[:2]
+    given = tmp_path / "scenes.json"
+    given.write_text(json.dumps([scenes[0], {k: v for k, v in scenes[1].items() if k != "file"}]))
+    out = tmp_path / "out"
+    args = ["render-scenes", str(given), str(out), "--width", "32", "--height", "24", "--supersample", "1"]
+    assert main(args) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["000.png", "000001.png"]  # `file` name, else index
+    first = np.array(Image.open(out / "000.png"))
+    assert first.shape == (24, 32, 3)
+    expected = render(load_scenes(given)[0], 32, 24, "native", 1, seed=0, scene_offset=0).images[0]
+    assert torch.equal(torch.from_numpy(first).permute(2, 0, 1), (expected * 255).round().to(torch.uint8))
+    (out / "000001.png").unlink()
+    before = (out / "000.png").stat().st_mtime_ns
+    assert main(args) == 0  # resumes: renders only the missing image
+    assert (out / "000001.png").is_file() and (out / "000.png").stat().st_mtime_ns == before

@@ -8,11 +8,11 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import data, demo, sample, train
+from . import data, demo, render, sample, train
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (demo, train, sample, data)
+COMMANDS = (demo, train, sample, data, render)
 
 
 def build_parser() -> argparse.ArgumentParser:
