@@ -36,7 +36,7 @@ def trained(toy_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_help_lists_every_command() -> None:
     text = build_parser().format_help()
-    commands = ("demo", "train", "sample", "make-toy-data", "render-scenes")
+    commands = ("demo", "train", "sample", "make-toy-data", "render-scenes", "make-dataset")
     for command in commands:
         assert command in text
     for command in commands:

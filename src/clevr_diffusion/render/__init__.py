@@ -33,6 +33,7 @@ from .scene import (
     save_scenes,
 )
 from .shading import linear_to_srgb
+from .dataset_writer import make_dataset
 
 __all__ = [
     "BACKDROP_ID",
@@ -56,6 +57,7 @@ __all__ = [
     "intrinsics",
     "linear_to_srgb",
     "load_scenes",
+    "make_dataset",
     "object_id_map",
     "render",
     "sample_scene",
