@@ -426,6 +426,21 @@ def _ggx_normal(n: torch.Tensor, u: torch.Tensor, alpha: torch.Tensor) -> torch.
     return (sin_t * phi.cos())[:, None] * t + (sin_t * phi.sin())[:, None] * b + cos_t[:, None] * n
 
 
+
+def _surface_points(
+    samples: ShadingSamples,
+    origins: torch.Tensor,
+    directions: torch.Tensor,
+    t: torch.Tensor,
+    normals: torch.Tensor,
+    index: torch.Tensor,
+) -> tuple[ShadingSamples, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The selected rays' samples, directions, hit points and normals facing the ray."""
+    d = directions[index]
+    n = normals[index]
+    n = torch.where(((n * d).sum(-1) > 0)[:, None], -n, n)
+    return samples.take(index), d, origins[index] + t[index, None] * d, n
+
 def shade(
     scene: Scene,
     origins: torch.Tensor,
@@ -456,11 +471,7 @@ def shade(
     # Diffuse surfaces (floor and rubber): direct + one diffuse bounce (+ rubber gloss).
     index = diffuse.nonzero().squeeze(-1)
     if index.numel():
-        s = samples.take(index)
-        d = directions[index]
-        p = origins[index] + t[index, None] * d
-        n = normals[index]
-        n = torch.where(((n * d).sum(-1) > 0)[:, None], -n, n)
+        s, d, p, n = _surface_points(samples, origins, directions, t, normals, index)
         view = -d
         rubber = ids[index] >= 0
         e, gloss = _direct(scene, lamps, p, n, s.lamp, s.sun, view=view)
@@ -483,11 +494,7 @@ def shade(
     # Metal: sample one GGX lobe and trace the reflection.
     index = is_metal.nonzero().squeeze(-1)
     if index.numel():
-        s = samples.take(index)
-        d = directions[index]
-        p = origins[index] + t[index, None] * d
-        n = normals[index]
-        n = torch.where(((n * d).sum(-1) > 0)[:, None], -n, n)
+        s, d, p, n = _surface_points(samples, origins, directions, t, normals, index)
         sharp = s.lobe[:, 0] < _METAL_LOBES[0][0]
         alpha = torch.where(sharp, _METAL_LOBES[0][1], _METAL_LOBES[1][1]).to(device)
         h = _ggx_normal(n, s.lobe[:, 1:], alpha)
