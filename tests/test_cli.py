@@ -105,6 +105,22 @@ def test_bad_input_is_a_one_line_error(trained: Path, tmp_path: Path, capsys: py
     assert "train.json" in capsys.readouterr().err
 
 
+
+def test_train_on_rendered_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    args = [
+        "train", "--render-data", "2", "--supersample", "1", "--output-dir", str(run), "--image-size", "16",
+        "--base-channels", "8", "--channel-mults", "1,2", "--attention-stages", "1", "--steps", "2",
+        "--batch-size", "4", "--warmup-steps", "1", "--timesteps", "50", "--sample-every", "-1", "--log-every", "1",
+    ]
+    assert main(args) == 0
+    assert (run / "model" / "config.json").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert main([*args, "--preload"]) == 2
+    assert "--data folders" in capsys.readouterr().err
+    for source in ([], ["--data", str(tmp_path), "--render-data", "2"]):
+        with pytest.raises(SystemExit):
+            main(["train", *source, "--output-dir", str(run)])
+
 REFERENCE_SCENES = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "blender" / "scenes.json"
 
 

@@ -7,8 +7,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clevr_diffusion.render.geometry import (
     BACKDROP_DIRECTION,
@@ -207,3 +210,16 @@ def test_visible_pixels_match_blender(entries: list[dict[str, Any]]) -> None:
     assert 0.06 < mean["cube"] < 0.13  # the sharp box is bigger than the bevelled mesh
     assert all(-0.08 < e < 0.03 for e in errors["sphere"] + errors["cylinder"])
     assert all(-0.08 < e < 0.14 for e in errors["cube"])
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), frame=st.sampled_from(["native", "square"]))
+def test_object_only_id_map_equals_casting_every_pixel(seed: int, frame: str) -> None:
+    from clevr_diffusion.render import Camera, sample_scene
+
+    scene = sample_scene(np.random.default_rng(seed), style="clevr")
+    fast = object_id_map(scene, 80, 60, frame, backdrop=False)  # casts only inside bounding boxes
+    origins, directions = Camera.from_scene(scene).rays(80, 60, frame)
+    _, _, full = intersect_scene(scene, origins[..., 0, :], directions[..., 0, :], backdrop=False)
+    assert torch.equal(fast, full)
+    assert (fast >= 0).sum() > 0

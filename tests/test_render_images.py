@@ -100,17 +100,20 @@ def test_shadow_behind_object_away_from_key_light() -> None:
 def test_metal_differs_from_rubber() -> None:
     rubber = Scene(objects=(_sphere(material="rubber", color="gray"),))
     metal = Scene(objects=(_sphere(material="metal", color="gray"),))
-    a = render(rubber, 32, 32, supersample=2)
-    b = render(metal, 32, 32, supersample=2)
+    a = render(rubber, 64, 64, supersample=2)
+    b = render(metal, 64, 64, supersample=2)
     mask = a.object_ids[0] == 0
     assert mask.sum() > 20
     diff = (a.images[0] - b.images[0]).abs().mean(0)[mask]
     assert diff.mean() > 0.05
     # Metal reflects black sky on its upper half: much darker there than the lit rubber.
     assert b.images[0].mean(0)[mask].min() < a.images[0].mean(0)[mask].min()
+    # Its reflections give it far more contrast than matte rubber.
+    assert b.images[0].mean(0)[mask].std() > 2 * a.images[0].mean(0)[mask].std()
 
 
-def test_split_backdrop_indirect_sums_to_radiance() -> None:
+def test_split_indirect_sums_to_radiance_and_respects_the_bounce_mask() -> None:
+    from clevr_diffusion.render.scene_batch import SceneBatch
     from clevr_diffusion.render.shading import ShadingSamples, first_hit, shade
 
     scene = _scenes()[1]
@@ -125,12 +128,20 @@ def test_split_backdrop_indirect_sums_to_radiance() -> None:
         lobe=torch.rand(count, 3, generator=g),
         bounce_lamp=torch.rand(3, count, 2, generator=g),
         bounce_sun=torch.rand(count, 2, generator=g),
+        select=torch.rand(count, 2, generator=g),
     )
-    t, n, ids = first_hit(scene, o, d)
-    whole = shade(scene, o, d, t, n, ids, samples)
-    part, indirect = shade(scene, o, d, t, n, ids, samples, split_backdrop_indirect=True)
+    batch = SceneBatch.from_scenes([scene])
+    sid = torch.zeros(count, dtype=torch.int64)
+    t, n, ids = first_hit(batch, sid, o, d)
+    whole = shade(batch, sid, o, d, t, n, ids, samples)
+    part, indirect = shade(batch, sid, o, d, t, n, ids, samples, split_indirect=True)
     assert torch.allclose(part + indirect, whole, atol=1e-6)
-    assert (indirect[ids != -1] == 0).all() and indirect[ids == -1].sum() > 0
+    assert (indirect[ids == -2] == 0).all() and indirect[ids == -1].sum() > 0
+    # Only the masked samples trace a bounce ray; the direct part does not change.
+    mask = torch.arange(count) % 2 == 0
+    part2, indirect2 = shade(batch, sid, o, d, t, n, ids, samples, bounce=mask, split_indirect=True)
+    assert torch.equal(part2, part)
+    assert (indirect2[~mask] == 0).all() and torch.allclose(indirect2[mask], indirect[mask])
 
 
 @pytest.mark.skipif(not (REFERENCE / "scenes.json").exists(), reason="reference renders not available")
@@ -141,18 +152,19 @@ def test_fidelity_regression_64() -> None:
     picks = [2]
     picks.append(next(i for i, e in enumerate(entries) if e["kind"] == "clevr" and e["objects"][0]["material"] == "metal"))
     picks.append(next(i for i, e in enumerate(entries) if e["kind"] == "clevr" and e["objects"][0]["material"] == "rubber"))
-    out = to_uint8(render([scenes[i] for i in picks], 64, 64, "square", supersample=4, scene_offset=0).images)
+    out = to_uint8(render([scenes[i] for i in picks], 64, 64, "square", scene_offset=0).images)
     ours = out.permute(0, 2, 3, 1).numpy().astype(np.float64)
     for k, i in enumerate(picks):
         name = Path(scenes[i].file).name
         ref = np.asarray(Image.open(REFERENCE / "png64" / name).convert("RGB"), dtype=np.float64)
         mae = np.abs(ours[k] - ref).mean()
-        # Current first-pass level, target 3/255 overall and 6/255 for any single image: the
-        # bounds are the measured MAE (1.34, 1.16, 0.89 levels with seed 0) + 0.5 levels margin.
+        # Regression guard below the targets (3/255 overall, 6/255 for any single image): the
+        # bounds are the measured MAE at the default supersample 2 (2.09, 1.84, 1.55 levels with
+        # seed 0) + 0.5 levels margin.
         assert mae < BOUNDS_64[k], (name, mae)
 
 
-BOUNDS_64 = (1.85, 1.65, 1.4)
+BOUNDS_64 = (2.6, 2.35, 2.05)
 
 
 @pytest.mark.slow
@@ -160,7 +172,7 @@ BOUNDS_64 = (1.85, 1.65, 1.4)
 def test_fidelity_targets_on_every_reference_scene_at_64() -> None:
     """The issue's targets at 64 x 64: mean absolute error <= 3 levels overall, <= 6 per image."""
     scenes = load_scenes(REFERENCE / "scenes.json")
-    ours = to_uint8(render(scenes, 64, 64, "square", supersample=4, seed=0).images).permute(0, 2, 3, 1).numpy()
+    ours = to_uint8(render(scenes, 64, 64, "square", seed=0).images).permute(0, 2, 3, 1).numpy()
     errors = []
     for image, scene in zip(ours.astype(np.float64), scenes, strict=True):
         ref = np.asarray(Image.open(REFERENCE / "png64" / Path(scene.file).name).convert("RGB"), dtype=np.float64)
@@ -168,3 +180,33 @@ def test_fidelity_targets_on_every_reference_scene_at_64() -> None:
     assert len(errors) == 38
     assert np.mean(errors) <= 3.0, np.mean(errors)
     assert max(errors) <= 6.0, (int(np.argmax(errors)), max(errors))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REFERENCE / "scenes.json").exists(), reason="reference renders not available")
+def test_fidelity_target_on_every_reference_scene_at_320x240() -> None:
+    """The issue's target at 320 x 240 (native frame): mean absolute error <= 4 levels on average."""
+    scenes = load_scenes(REFERENCE / "scenes.json")
+    errors = []
+    for start in range(0, len(scenes), 8):
+        part = scenes[start : start + 8]
+        ours = to_uint8(render(part, 320, 240, "native", seed=0, scene_offset=start).images).permute(0, 2, 3, 1)
+        for image, scene in zip(ours.numpy().astype(np.float64), part, strict=True):
+            ref = np.asarray(Image.open(REFERENCE / "png" / Path(scene.file).name).convert("RGB"), dtype=np.float64)
+            errors.append(np.abs(image - ref).mean())
+    assert len(errors) == 38
+    assert np.mean(errors) <= 4.0, np.mean(errors)
+
+
+def test_stream_per_scene_and_chunking_do_not_change_images() -> None:
+    scenes = _scenes()
+    whole = render(scenes, width=16, height=12, seed=5, scene_offset=[7, 3, 11][: len(scenes)])
+    for i, stream in enumerate([7, 3, 11][: len(scenes)]):
+        alone = render(scenes[i], width=16, height=12, seed=5, scene_offset=stream)
+        assert torch.equal(alone.images[0], whole.images[i])
+    chunked = render(scenes, width=16, height=12, seed=5, scene_offset=[7, 3, 11][: len(scenes)], chunk=1)
+    assert torch.equal(chunked.images, whole.images)
+    with pytest.raises(ValueError, match="stream indices"):
+        render(scenes, width=16, height=12, scene_offset=[1])
+    with pytest.raises(ValueError, match="chunk"):
+        render(scenes, width=16, height=12, chunk=0)

@@ -17,6 +17,7 @@ from clevr_diffusion.render import (
     scene_prefix,
     visible_pixel_counts,
 )
+from clevr_diffusion.render.sampling import object_counts
 from clevr_diffusion.render.scene import CLEVR_DEFAULT_CAMERA, CLEVR_DEFAULT_LIGHTS, SIZE_SCALE
 
 N_SCENES = 20
@@ -141,6 +142,15 @@ def test_property_small_seeds(seed: int, style: str, n: int) -> None:
 def test_num_objects_range() -> None:
     scenes = sample_scenes(6, seed=1, style="iclevr", num_objects=(1, 2))
     assert {len(s.objects) for s in scenes} <= {1, 2}
+
+
+def test_object_counts_without_sampling(clevr_scenes: list[Scene]) -> None:
+    assert object_counts(N_SCENES, 7, style="clevr") == [len(s.objects) for s in clevr_scenes]
+    assert object_counts(4, 7) == [3] * 4 and object_counts(2, 0, num_objects=5) == [5, 5]
+    with pytest.raises(ValueError, match="unknown style"):
+        object_counts(1, 0, style="nope")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="distinct"):
+        object_counts(1, 0, num_objects=(1, 25))
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers import DDPMScheduler
+from torch.utils.data import DataLoader
 
 from clevr_diffusion import CheckpointMismatchError, ConditionalUNet, DDPMSampler, DDPMTrainer, TrainerConfig
+from clevr_diffusion.training import trainer as trainer_module
 from clevr_diffusion.training.checkpoint import list_checkpoints
 from clevr_diffusion.training.data_order import EpochBatchSampler
 from clevr_diffusion.training.ema import EMA
@@ -174,6 +176,21 @@ def test_periodic_sample_grids(tiny_unet, colour_dataset, tmp_path: Path) -> Non
     )
     trainer.train()
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["step_00000002.png", "step_00000004.png"]
+
+
+def test_data_made_on_a_gpu_is_read_in_the_main_process(tiny_unet, colour_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    loaders: list[dict[str, object]] = []
+
+    def recording_loader(*args, **kwargs):  # type: ignore[no-untyped-def]
+        loaders.append(kwargs)
+        return DataLoader(*args, **dict(kwargs, num_workers=0))
+
+    monkeypatch.setattr(trainer_module, "DataLoader", recording_loader)
+    for device, workers in (("cpu", 2), ("cuda", 0)):
+        colour_dataset.device = device  # as RenderedClevrDataset(device=...) has; items stay on the CPU
+        DDPMTrainer(tiny_unet, colour_dataset, output_dir=str(tmp_path / device), max_steps=1, batch_size=8,
+                    num_workers=2, sample_every=-1).train()
+        assert loaders[-1]["num_workers"] == workers and loaders[-1]["pin_memory"] is False
 
 
 def test_epoch_batch_sampler_shards_and_resumes() -> None:

@@ -7,7 +7,7 @@ the noise process and the samplers, ``training`` the training loop, ``data`` the
 
 __version__ = "0.1.0"
 
-from .data import ClevrDataset, DatasetError, make_toy_dataset
+from .data import ClevrDataset, DatasetError, RenderedClevrDataset, make_toy_dataset
 from .diffusion import DDPMSampler, NoiseConfig, NoiseProcess, SampleOutput, SamplingConfig
 from .labels import (
     COLORS,
@@ -36,6 +36,7 @@ __all__ = [
     "LabelError",
     "NoiseConfig",
     "NoiseProcess",
+    "RenderedClevrDataset",
     "SampleOutput",
     "SamplingConfig",
     "TrainerConfig",

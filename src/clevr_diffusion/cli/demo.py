@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 
 from ..data.dataset import ClevrDataset
-from ..data.toy import make_toy_dataset
 from ..diffusion.noise import NoiseConfig
 from ..diffusion.sampler import DDPMSampler
 from ..labels import load_conditions
 from ..models.unet import ConditionalUNet
+from ..render.dataset_writer import make_dataset
 from ..training.config import TrainerConfig
 from ..training.trainer import DDPMTrainer
 
@@ -27,15 +27,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "demo",
         help="make a small data set, train a small model for a few minutes, draw the test.json grid",
         description=(
-            "End-to-end demo on data the library makes itself, sized for a 2-core CPU: writes a "
-            "toy i-CLEVR-style data set, trains a small ConditionalUNet at 32 x 32 pixels, then "
+            "End-to-end demo on data the library makes itself, sized for a 2-core CPU: renders an "
+            "i-CLEVR-style data set at 64 x 64 with the built-in renderer, trains a small "
+            "ConditionalUNet on it at 32 x 32 pixels, then "
             "samples the 32 label sets of the benchmark's test.json into an 8 x 4 grid. Run it "
             "again to continue training from the last checkpoint (raise --steps)."
         ),
     )
     parser.add_argument("--output-dir", type=Path, default=Path("demo"), help="where everything goes (default: demo)")
     parser.add_argument("--steps", type=int, default=800, help="training steps (default: 800, about 4 minutes on 2 cores)")
-    parser.add_argument("--scenes", type=int, default=600, help="toy scenes to draw (3 nested frames each; default: 600)")
+    parser.add_argument("--scenes", type=int, default=600, help="scenes to render (3 nested frames each; default: 600)")
     parser.add_argument("--image-size", type=int, default=32, help="training image side (default: 32)")
     parser.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance of the final grid (default: 2)")
     parser.add_argument("--seed", type=int, default=0)
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the command."""
     started = time.perf_counter()
     out: Path = args.output_dir
-    data_dir = make_toy_dataset(out / "data", num_scenes=args.scenes, seed=args.seed)
+    data_dir = make_dataset(out / "data", num_scenes=args.scenes, width=64, height=64, seed=args.seed)
     dataset = ClevrDataset(data_dir, image_size=args.image_size, preload=True)
     print(f"data: {len(dataset)} images in {data_dir}")
 

@@ -8,9 +8,16 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..render.dataset_writer import make_dataset
+from ..render.randomization import DomainRandomization
 from ..render.renderer import render
 from ..render.scene import Scene, load_scenes
 from ..utils.images import save_images
+
+
+RANDOMIZE_HELP = (
+    "domain randomisation: jitter light powers and colours, indirect light, floor albedo, "
+    "roughness and field of view per image (labels stay true)"
+)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -42,9 +49,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "squashed onto the grid, as i-CLEVR's 64 x 64 images are (default: native for 4:3 "
         "sizes, square otherwise)",
     )
-    parser.add_argument("--supersample", type=int, default=4, help="k x k samples per pixel (default: 4)")
+    parser.add_argument("--supersample", type=int, default=2, help="k x k samples per pixel (default: 2)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the sampling (default: 0)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--randomize", action="store_true", help=RANDOMIZE_HELP)
     parser.set_defaults(run=run)
 
 
@@ -62,11 +70,15 @@ def run(args: argparse.Namespace) -> int:
     frame = args.frame or ("native" if args.width * 3 == args.height * 4 else "square")
     names = output_names(scenes)
     todo = [i for i, name in enumerate(names) if not (args.out_dir / name).is_file()]
-    bar = tqdm(todo, desc="rendering", unit="img")
-    for i in bar:
+    randomization = DomainRandomization() if args.randomize else None
+    bar = tqdm(total=len(todo), desc="rendering", unit="img")
+    for start in range(0, len(todo), 32):
+        batch = todo[start : start + 32]
         # Scene i keeps its own random stream (its index), so a resumed run renders it alike.
-        out = render(scenes[i], args.width, args.height, frame, args.supersample, args.device, args.seed, scene_offset=i)
-        save_images(out.images * 2 - 1, args.out_dir, [names[i]])
+        out = render([scenes[i] for i in batch], args.width, args.height, frame, args.supersample, args.device,
+                     args.seed, batch, randomization)  # fmt: skip
+        save_images(out.images * 2 - 1, args.out_dir, [names[i] for i in batch])
+        bar.update(len(batch))
     bar.close()
     print(f"rendered {len(todo)} of {len(scenes)} scenes into {args.out_dir} ({frame} frame, {args.width} x {args.height})")
     return 0
@@ -95,9 +107,10 @@ def _add_make_dataset(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-objects", type=int, default=None, help="fewest objects per scene (default: per style)")
     parser.add_argument("--max-objects", type=int, default=None, help="most objects per scene (default: per style)")
     parser.add_argument("--not-nested", action="store_true", help="one image per scene instead of one per object")
-    parser.add_argument("--supersample", type=int, default=4, help="k x k samples per pixel (default: 4)")
+    parser.add_argument("--supersample", type=int, default=2, help="k x k samples per pixel (default: 2)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--randomize", action="store_true", help=RANDOMIZE_HELP)
     parser.set_defaults(run=_run_make_dataset)
 
 
@@ -109,7 +122,7 @@ def _run_make_dataset(args: argparse.Namespace) -> int:
     root = make_dataset(
         args.out_dir, num_scenes=args.scenes, width=args.width, height=args.height, style=args.style,
         seed=args.seed, num_objects=count, nested=not args.not_nested, supersample=args.supersample,
-        device=args.device,
+        device=args.device, randomization=DomainRandomization() if args.randomize else None,
     )
     print(f"data set: {root}")
     return 0

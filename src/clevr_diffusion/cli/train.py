@@ -1,14 +1,16 @@
-"""``clevr-diffusion train``: train a model on an i-CLEVR-format folder."""
+"""``clevr-diffusion train``: train a model on an i-CLEVR-format folder or on rendered scenes."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 import torch
 
 from ..data.dataset import ClevrDataset
+from ..data.rendered import RenderedClevrDataset
 from ..diffusion.noise import NoiseConfig
 from ..models.unet import ConditionalUNet
 from ..training.config import TrainerConfig
@@ -22,29 +24,49 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     """Register the command."""
     parser = commands.add_parser(
         "train",
-        help="train a model on an i-CLEVR-format folder",
+        help="train a model on an i-CLEVR-format folder or on scenes rendered on the fly",
         description=(
             "Train a label-conditioned DDPM. DATA is a folder with train.json, objects.json and "
-            "the images (the real i-CLEVR data, or one written by `make-toy-data`). Everything "
+            "the images (the real i-CLEVR data, or one written by `make-toy-data` or "
+            "`make-dataset`). With --render-data SCENES instead, SCENES random i-CLEVR scenes "
+            "(3 nested images each) are rendered while training, on the training device, with no "
+            "image files: the images `make-dataset --scenes SCENES --width S --height S` would "
+            "write for --image-size S and the same --seed and --supersample. Everything "
             "lands in --output-dir: checkpoints/, samples/ (grids during training), metrics.jsonl, "
             "loss.png and model/ (load it with `sample --model OUTPUT/model`). Run the same command "
             "again to resume an interrupted run exactly where it stopped. For several GPUs or "
             "machines, start it with `accelerate launch -m clevr_diffusion.cli train ...`.\n\n"
             "example:\n"
             "  clevr-diffusion train --data iclevr/ --output-dir runs/base --steps 20000 "
-            "--batch-size 64 --mixed-precision bf16"
+            "--batch-size 64 --mixed-precision bf16\n"
+            "  clevr-diffusion train --render-data 6003 --output-dir runs/rendered --steps 20000"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data", required=True, type=Path, help="i-CLEVR-format folder")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="i-CLEVR-format folder")
+    source.add_argument(
+        "--render-data",
+        type=int,
+        metavar="SCENES",
+        help="train on SCENES random i-CLEVR scenes rendered on the fly instead of a folder "
+        "(i-CLEVR has 6003)",
+    )
     parser.add_argument("--output-dir", type=Path, default=Path("runs/clevr-ddpm"), help="run folder")
     parser.add_argument("--no-resume", action="store_true", help="start afresh even if the run folder has checkpoints")
 
     data = parser.add_argument_group("data")
     data.add_argument("--image-size", type=int, default=64, help="side of the square training images (default: 64)")
-    data.add_argument("--skip-broken", action="store_true", help="skip missing or unreadable images instead of failing")
-    data.add_argument("--preload", action="store_true", help="decode all images into memory once (faster epochs)")
-    data.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    data.add_argument(
+        "--skip-broken", action="store_true", help="skip missing or unreadable images instead of failing (--data only)"
+    )
+    data.add_argument("--preload", action="store_true", help="decode all images into memory once (--data only)")
+    data.add_argument(
+        "--supersample", type=int, default=2, help="k x k samples per pixel (--render-data only; default: 2)"
+    )
+    data.add_argument(
+        "--num-workers", type=int, default=0, help="DataLoader worker processes (unused when rendering on a GPU)"
+    )
 
     model = parser.add_argument_group("model")
     model.add_argument("--base-channels", type=int, default=32, help="channels of the first stage (default: 32)")
@@ -82,8 +104,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
-    dataset = ClevrDataset(args.data, image_size=args.image_size, skip_broken=args.skip_broken, preload=args.preload)
-    logger.info("training on %d images from %s", len(dataset), args.data)
+    dataset = _dataset(args)
     torch.manual_seed(args.seed)
     model = ConditionalUNet(
         base_channels=args.base_channels,
@@ -121,3 +142,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"model: {model_dir}")
         print(f"loss curve: {args.output_dir / 'loss.png'}")
     return 0
+
+
+def _dataset(args: argparse.Namespace) -> ClevrDataset | RenderedClevrDataset:
+    """The folder of --data, or the scenes of --render-data rendered on the training device."""
+    if args.data is not None:
+        dataset = ClevrDataset(args.data, image_size=args.image_size, skip_broken=args.skip_broken, preload=args.preload)
+        logger.info("training on %d images from %s", len(dataset), args.data)
+        return dataset
+    if args.skip_broken or args.preload:
+        raise ValueError("--skip-broken and --preload apply to --data folders, not to --render-data")
+    if torch.cuda.is_available() and not args.cpu:
+        # Each process of an `accelerate launch` renders on its own GPU.
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    else:
+        device = torch.device("cpu")
+    rendered = RenderedClevrDataset(
+        args.render_data, image_size=args.image_size, seed=args.seed, supersample=args.supersample, device=device
+    )
+    logger.info("training on %d images of %d scenes rendered on the fly on %s", len(rendered), args.render_data, device)
+    return rendered

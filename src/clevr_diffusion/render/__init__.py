@@ -1,9 +1,11 @@
 """Built-in CLEVR scene renderer: scene JSON, the CLEVR camera, ray-primitive geometry and shading.
 
 Modules: `scene` (dataclasses and JSON I/O), `camera` (projection and primary rays),
-`geometry` (vectorised ray intersection and object-id maps), `shading` (lamps, sun, materials,
-one diffuse bounce), `renderer` (`render`: scenes to sRGB images and object-id maps) and
-`sampling` (`sample_scene`, `sample_scenes`, `scene_prefix`: random scenes by CLEVR's rules).
+`geometry` (vectorised ray intersection and object-id maps), `scene_batch` (a batch of scenes
+as tensors), `randomization` (domain randomisation), `shading` (lamps, sun, materials, one
+diffuse bounce), `renderer` (`render`: scenes to sRGB images and object-id maps),
+`sampling` (`sample_scene`, `sample_scenes`, `scene_prefix`: random scenes by CLEVR's rules)
+and `dataset_writer` (`make_dataset`: i-CLEVR-format folders).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .geometry import (
     intersect_sphere,
     object_id_map,
 )
+from .randomization import DomainRandomization
 from .renderer import RenderOutput, render, to_uint8
 from .sampling import ground_directions, sample_scene, sample_scenes, scene_prefix, visible_pixel_counts
 from .scene import (
@@ -40,6 +43,7 @@ __all__ = [
     "COLOR_ALBEDO",
     "MISS_ID",
     "Camera",
+    "DomainRandomization",
     "Frame",
     "Lights",
     "RenderOutput",

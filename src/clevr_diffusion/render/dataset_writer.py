@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from ..utils.images import save_png, to_uint8
 from ..utils.io import atomic_write_bytes, atomic_write_json
 from .camera import Frame
+from .randomization import DomainRandomization
 from .renderer import render
 from .sampling import Style, sample_scene, scene_prefix
 from .scene import Scene
@@ -22,6 +23,10 @@ from .scene import Scene
 __all__ = ["make_dataset"]
 
 _PARAMS_FILE = "make_dataset.json"
+
+
+_BATCH = 48
+"""Frames rendered together."""
 
 
 def _frame_for(width: int, height: int) -> Frame:
@@ -52,9 +57,10 @@ def make_dataset(
     seed: int = 0,
     num_objects: int | tuple[int, int] | None = None,
     nested: bool = True,
-    supersample: int = 4,
+    supersample: int = 2,
     device: str = "cpu",
     progress: bool = True,
+    randomization: DomainRandomization | None = None,
 ) -> Path:
     """Render an i-CLEVR-format folder that `ClevrDataset` reads unchanged.
 
@@ -78,6 +84,8 @@ def make_dataset(
         supersample: k x k samples per pixel.
         device: Torch device to render on.
         progress: Show a progress bar.
+        randomization: Optional `DomainRandomization` (per-image jitter of lights, floor,
+            materials and field of view; labels stay true).
 
     Returns:
         ``root``.
@@ -93,6 +101,7 @@ def make_dataset(
         "num_scenes": num_scenes, "width": width, "height": height, "style": style, "seed": seed,
         "num_objects": list(num_objects) if isinstance(num_objects, tuple) else num_objects,
         "nested": nested, "supersample": supersample,
+        "randomization": randomization.to_dict() if randomization is not None else None,
     }
     _check_params(root, params)
     atomic_write_json(root / _PARAMS_FILE, params)
@@ -100,22 +109,34 @@ def make_dataset(
 
     labels: dict[str, list[str]] = {}
     entries: list[dict[str, object]] = []
+    pending: list[tuple[Scene, int, Path]] = []  # (frame scene, noise stream, file) to render
+
+    def flush() -> None:
+        # Frames render together (faster than one by one); each keeps its own noise stream,
+        # a (scene, frame) pair, so a resumed run renders every frame alike.
+        if pending:
+            out = render([p[0] for p in pending], width, height, frame, supersample, device, seed,
+                         [p[1] for p in pending], randomization)  # fmt: skip
+            rgb = to_uint8(out.images * 2 - 1).permute(0, 2, 3, 1).cpu().numpy()
+            for (_, _, path), image in zip(pending, rgb, strict=True):
+                rgba = np.concatenate([image, np.full((*image.shape[:2], 1), 255, np.uint8)], axis=2)
+                save_png(Image.fromarray(rgba, mode="RGBA"), path)
+            pending.clear()
+
     for i in tqdm(range(num_scenes), desc="rendering scenes", unit="scene", disable=not progress):
         scene = sample_scene(np.random.default_rng([seed, i]), style=style, num_objects=num_objects)
         counts = range(1, len(scene.objects) + 1) if nested else [len(scene.objects)]
         for k, count in enumerate(counts):
             name = f"CLEVR_train_{i:06d}_{k}.png"
             frame_scene: Scene = dataclasses.replace(scene_prefix(scene, count, recount=False), file=name)
-            path = root / name
-            if not path.is_file():
-                # A stream per (scene, frame): a resumed run renders every frame alike.
-                out = render(frame_scene, width, height, frame, supersample, device, seed, scene_offset=i * 32 + k)
-                rgb = to_uint8(out.images[0] * 2 - 1).permute(1, 2, 0).numpy()
-                rgba = np.concatenate([rgb, np.full((*rgb.shape[:2], 1), 255, np.uint8)], axis=2)
-                save_png(Image.fromarray(rgba, mode="RGBA"), path)
+            if not (root / name).is_file():
+                pending.append((frame_scene, i * 32 + k, root / name))
             # Label lists hold each object name once: a multi-hot label cannot count.
             labels[name] = list(dict.fromkeys(f"{o.color} {o.shape}" for o in frame_scene.objects))
             entries.append(frame_scene.to_dict())
+        if len(pending) >= _BATCH:
+            flush()
+    flush()
 
     bundled = importlib.resources.files("clevr_diffusion") / "resources" / "iclevr" / "objects.json"
     atomic_write_bytes(root / "objects.json", bundled.read_bytes())

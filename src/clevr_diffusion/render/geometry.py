@@ -17,23 +17,30 @@ from collections.abc import Sequence
 
 import torch
 
-from .camera import REFERENCE_HEIGHT, REFERENCE_WIDTH, Camera, Frame
+from .camera import REFERENCE_HEIGHT, REFERENCE_WIDTH, Camera, Frame, intrinsics
 from .scene import Scene, SceneObject
 
 __all__ = [
     "BACKDROP_DIRECTION",
     "BACKDROP_PROFILE",
     "BACKDROP_V_RANGE",
+    "PRIMITIVE_FIELDS",
     "BACKDROP_ID",
     "MISS_ID",
     "backdrop_height",
+    "cast_rays",
+    "dot",
     "intersect_backdrop",
     "intersect_box",
     "intersect_cylinder",
     "intersect_object",
+    "intersect_primitives",
     "intersect_scene",
     "intersect_sphere",
     "object_id_map",
+    "occluded",
+    "primitive_row",
+    "primitive_table",
 ]
 
 BACKDROP_ID = -1
@@ -70,21 +77,129 @@ def _check_rays(origins: torch.Tensor, directions: torch.Tensor) -> None:
         )
 
 
-def _nearest(
-    t: torch.Tensor, valid: torch.Tensor, normals: torch.Tensor, t_min: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pick the nearest valid candidate: ``t``/``valid`` ``(..., K)``, normals ``(..., K, 3)``."""
-    t = torch.where(valid & (t > t_min), t, torch.full_like(t, math.inf))
-    best, index = t.min(dim=-1)
-    normal = torch.gather(normals.expand(*t.shape, 3), -2, index[..., None, None].expand(*index.shape, 1, 3))[..., 0, :]
-    normal = torch.where(torch.isinf(best)[..., None], torch.zeros_like(normal), normal)
-    return best, normal
+_BIG = 1e6
+"""Stand-in for an unbounded extent (metres): far beyond the scene, safe from float32 overflow."""
+
+PRIMITIVE_FIELDS = ("cx", "cy", "cz", "scale", "cos", "sin", "wx", "wy", "wz", "half_xy", "half_z", "bound")
+"""Columns of a primitive table row, see `primitive_row`."""
+_C, _S, _COS, _SIN, _W, _HXY, _HZ, _BOUND = slice(0, 3), 3, 4, 5, slice(6, 9), 9, 10, 11
+_EMPTY_ROW = (_BIG, _BIG, _BIG, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, _BIG, _BIG, 0.0)
+# An empty slot: a zero-radius bound far away never passes the bounding-sphere test.
+
+
+def primitive_row(shape: str, center: Sequence[float], scale: float, yaw_degrees: float = 0.0) -> tuple[float, ...]:
+    """One object as a row of `PRIMITIVE_FIELDS`: every CLEVR shape is the intersection of a
+    quadric ``wx x^2 + wy y^2 + wz z^2 <= s^2`` and three slabs ``|x|, |y| <= half_xy``,
+    ``|z| <= half_z`` in the object's yawed frame (sphere: quadric only; cube: slabs only;
+    cylinder: the xy circle and the z slab), plus a bounding-sphere radius."""
+    rad = math.radians(yaw_degrees)
+    s = float(scale)
+    if shape == "sphere":
+        w, half_xy, half_z, bound = (1.0, 1.0, 1.0), _BIG, _BIG, s
+    elif shape == "cube":
+        w, half_xy, half_z, bound = (0.0, 0.0, 0.0), s, s, s * math.sqrt(3.0)
+    elif shape == "cylinder":
+        w, half_xy, half_z, bound = (1.0, 1.0, 0.0), _BIG, s, s * math.sqrt(2.0)
+    else:
+        raise ValueError(f"unknown shape {shape!r}; use cube, sphere or cylinder")
+    return (*map(float, center), s, math.cos(rad), math.sin(rad), *w, half_xy, half_z, bound * 1.01)
+
+
+def primitive_table(scenes: Sequence[Scene], device: torch.device | str = "cpu") -> torch.Tensor:
+    """``(B, K, 12)`` float32 rows of `primitive_row` for B scenes, K the largest object count;
+    scenes with fewer objects are padded with empty slots."""
+    width = max((len(s.objects) for s in scenes), default=0)
+    rows = [
+        [primitive_row(o.shape, o.center, o.scale, o.rotation) for o in s.objects]
+        + [_EMPTY_ROW] * (width - len(s.objects))
+        for s in scenes
+    ]
+    return torch.tensor(rows, dtype=torch.float32, device=device).reshape(len(scenes), width, len(_EMPTY_ROW))
+
+
+def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Dot products over the last axis: (..., 3) x (..., 3) -> (...)."""
+    # einsum is 2-3x faster than (a * b).sum(-1) for a short last axis on CPU.
+    return torch.einsum("...c,...c->...", a, b)
 
 
 def _safe(d: torch.Tensor) -> torch.Tensor:
     # Dividing by an exact zero gives inf and then 0 * inf = nan; a tiny signed value gives a
     # huge but finite parameter that the range checks reject.
     return torch.where(d.abs() < 1e-20, torch.where(d < 0, -1e-20, 1e-20), d)
+
+
+def intersect_primitives(
+    origins: torch.Tensor, directions: torch.Tensor, rows: torch.Tensor, t_min: float = 1e-4, normals: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Rays ``(M, 3)`` against one primitive each, given as rows ``(M, 12)`` of `primitive_row`.
+
+    Works in the object's yawed frame: the ray's parameter interval inside the quadric is
+    intersected with its intervals inside the three slabs. Returns ``(t, normal)``: ``t`` (M,)
+    the nearest hit beyond ``t_min`` (``inf`` on a miss; a ray starting inside leaves through
+    the far side) and the outward unit normal (M, 3) (zeros on a miss), or ``None`` without
+    ``normals``.
+    """
+    cos, sin = rows[:, _COS], rows[:, _SIN]
+    rel = origins - rows[:, _C]
+    # To the object frame: rotate by -yaw about +Z.
+    p = torch.stack([cos * rel[:, 0] + sin * rel[:, 1], cos * rel[:, 1] - sin * rel[:, 0], rel[:, 2]], dim=-1)
+    q = torch.stack(
+        [cos * directions[:, 0] + sin * directions[:, 1], cos * directions[:, 1] - sin * directions[:, 0], directions[:, 2]],
+        dim=-1,
+    )
+    w, s = rows[:, _W], rows[:, _S]
+    wq = w * q
+    a = dot(wq, q)
+    b = dot(wq, p)
+    c = dot(w * p, p) - s * s
+    curved = a > 1e-12
+    disc = b * b - a * c
+    root = disc.clamp(min=0).sqrt()
+    a_safe = torch.where(curved, a, torch.ones_like(a))
+    quad_ok = torch.where(curved, disc >= 0, c <= 0)
+    quad_lo = torch.where(curved, (-b - root) / a_safe, torch.full_like(a, -_BIG))
+    quad_hi = torch.where(curved, (-b + root) / a_safe, torch.full_like(a, _BIG))
+    half = torch.stack([rows[:, _HXY], rows[:, _HXY], rows[:, _HZ]], dim=-1)
+    inv = 1.0 / _safe(q)
+    t1, t2 = (-half - p) * inv, (half - p) * inv
+    lo = torch.cat([quad_lo[:, None], torch.minimum(t1, t2)], dim=-1)  # (M, 4): quadric, x, y, z
+    hi = torch.cat([quad_hi[:, None], torch.maximum(t1, t2)], dim=-1)
+    t_near, face_near = lo.max(dim=-1)
+    t_far, face_far = hi.min(dim=-1)
+    hit = quad_ok & (t_near <= t_far) & (t_far > t_min)
+    entering = t_near > t_min
+    t = torch.where(hit, torch.where(entering, t_near, t_far), torch.full_like(t_near, math.inf))
+    if not normals:
+        return t, None
+    face = torch.where(entering, face_near, face_far)
+    local = p + torch.where(hit, t, torch.zeros_like(t))[:, None] * q
+    quad_n = w * local / s[:, None]
+    axis = (face[:, None] - 1) == torch.arange(3, device=face.device)
+    # Slab faces: the one facing the ray when entering, the one ahead when leaving.
+    slab_n = axis * torch.sign(q) * torch.where(entering, -1.0, 1.0)[:, None]
+    n = torch.where((face == 0)[:, None], quad_n, slab_n)
+    n = torch.stack([cos * n[:, 0] - sin * n[:, 1], sin * n[:, 0] + cos * n[:, 1], n[:, 2]], dim=-1)
+    n = torch.nn.functional.normalize(n, dim=-1)
+    return t, torch.where(hit[:, None], n, torch.zeros_like(n))
+
+
+def _single(
+    origins: torch.Tensor, directions: torch.Tensor, row: tuple[float, ...], t_min: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One primitive against rays of any leading shape with any direction length."""
+    _check_rays(origins, directions)
+    origins, directions = torch.broadcast_tensors(origins, directions)
+    shape = origins.shape[:-1]
+    o, d = origins.reshape(-1, 3).float(), directions.reshape(-1, 3).float()
+    length = d.norm(dim=-1)
+    rows = torch.tensor(row, dtype=torch.float32, device=o.device).expand(o.shape[0], -1)
+    t, n = intersect_primitives(o, d / length[:, None], rows, 0.0)
+    t = t / length
+    miss = ~(t > t_min)
+    t = torch.where(miss, torch.full_like(t, math.inf), t)
+    n = torch.where(miss[:, None], torch.zeros_like(n), n)  # type: ignore[arg-type]
+    return t.reshape(shape), n.reshape(*shape, 3)
 
 
 def intersect_sphere(
@@ -95,20 +210,7 @@ def intersect_sphere(
     t_min: float = 1e-4,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rays against a sphere of ``radius`` metres at ``center`` (3,); see the module docstring."""
-    _check_rays(origins, directions)
-    c = _vec(center, origins)
-    length = directions.norm(dim=-1, keepdim=True)
-    unit = directions / length
-    oc = origins - c
-    b = (oc * unit).sum(-1)
-    # r^2 - |perpendicular offset|^2 avoids the cancellation of b^2 - (|oc|^2 - r^2) at range.
-    perp = oc - b[..., None] * unit
-    disc = radius * radius - (perp * perp).sum(-1)
-    root = disc.clamp(min=0).sqrt()
-    t = torch.stack([-b - root, -b + root], dim=-1) / length  # (..., 2)
-    valid = (disc >= 0)[..., None].expand_as(t)
-    points = origins[..., None, :] + t[..., None] * directions[..., None, :]
-    return _nearest(t, valid, (points - c) / radius, t_min)
+    return _single(origins, directions, primitive_row("sphere", _vec(center, origins).tolist(), radius), t_min)
 
 
 def intersect_box(
@@ -123,24 +225,8 @@ def intersect_box(
 
     The CLEVR cube mesh is bevelled; this sharp box is slightly larger at edges and corners.
     """
-    _check_rays(origins, directions)
-    c = _vec(center, origins)
-    cos, sin = math.cos(math.radians(yaw_degrees)), math.sin(math.radians(yaw_degrees))
-    # Object-to-world rotation Rz(yaw); rays go to the box frame with its transpose.
-    rot = _vec([[cos, -sin, 0.0], [sin, cos, 0.0], [0.0, 0.0, 1.0]], origins)
-    o = (origins - c) @ rot  # row-vector form of rot.T @ (origins - c)
-    d = directions @ rot
-    h = half_size
-    faces = torch.tensor([-h, h], dtype=torch.float32, device=origins.device)
-    t = (faces[:, None] - o[..., None, :]) / _safe(d)[..., None, :]  # (..., 2 sides, 3 axes)
-    hit = o[..., None, None, :] + t[..., None] * d[..., None, None, :]  # (..., 2, 3 face, 3 coord)
-    inside = hit.abs() <= h * (1 + 1e-6)
-    axis_eye = torch.eye(3, dtype=torch.bool, device=origins.device)
-    # On each face only the two other coordinates need to lie within the square.
-    valid = (inside | axis_eye).all(dim=-1)  # (..., 2, 3)
-    normals = faces.sign()[:, None, None] * torch.eye(3, device=origins.device)  # (2, 3, 3) local
-    normals = normals @ rot.T  # back to world
-    return _nearest(t.flatten(-2), valid.flatten(-2), normals.reshape(6, 3), t_min)
+    row = primitive_row("cube", _vec(center, origins).tolist(), half_size, yaw_degrees)
+    return _single(origins, directions, row, t_min)
 
 
 def intersect_cylinder(
@@ -155,35 +241,10 @@ def intersect_cylinder(
 
     The CLEVR cylinder mesh has a rounded rim; this one has sharp edges.
     """
-    _check_rays(origins, directions)
-    c = _vec(center, origins)
-    o = origins - c
-    d = directions
-    # Side: solve in the ground plane, in units of the ray's horizontal length.
-    flat = d[..., :2].norm(dim=-1)
-    flat_safe = flat.clamp(min=1e-20)
-    unit = d[..., :2] / flat_safe[..., None]
-    b = (o[..., :2] * unit).sum(-1)
-    perp = o[..., :2] - b[..., None] * unit
-    disc = radius * radius - (perp * perp).sum(-1)
-    root = disc.clamp(min=0).sqrt()
-    t_side = torch.stack([-b - root, -b + root], dim=-1) / flat_safe[..., None]  # (..., 2)
-    z_side = o[..., None, 2] + t_side * d[..., None, 2]
-    valid_side = (disc >= 0)[..., None] & (flat > 1e-12)[..., None] & (z_side.abs() <= half_height * (1 + 1e-6))
-    # Caps: planes z = +-half_height, hit inside the disc.
-    caps = torch.tensor([-half_height, half_height], dtype=torch.float32, device=origins.device)
-    t_cap = (caps - o[..., None, 2]) / _safe(d[..., 2])[..., None]  # (..., 2)
-    xy_cap = o[..., None, :2] + t_cap[..., None] * d[..., None, :2]
-    valid_cap = (xy_cap * xy_cap).sum(-1) <= radius * radius * (1 + 1e-6)
-    side_points = o[..., None, :] + t_side[..., None] * d[..., None, :]
-    side_normals = torch.cat([side_points[..., :2] / radius, torch.zeros_like(side_points[..., 2:])], dim=-1)
-    cap_normals = torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, 1.0]], device=origins.device).expand(*t_cap.shape, 3)
-    return _nearest(
-        torch.cat([t_side, t_cap], dim=-1),
-        torch.cat([valid_side, valid_cap], dim=-1),
-        torch.cat([side_normals, cap_normals], dim=-2),
-        t_min,
-    )
+    row = list(primitive_row("cylinder", _vec(center, origins).tolist(), radius))
+    row[_HZ] = float(half_height)
+    row[_BOUND] = math.hypot(radius, half_height) * 1.01
+    return _single(origins, directions, tuple(row), t_min)
 
 
 def _profile(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,35 +268,48 @@ def backdrop_height(u: torch.Tensor) -> torch.Tensor:
     return torch.where((u >= us[0]) & (u <= us[-1]), z, torch.full_like(z, math.nan))
 
 
+def _backdrop_lines(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Strip k as the line z = offset[k] + slope[k] u, and its unit normal (K, 3)."""
+    us, zs = _profile(device)
+    slope = (zs[1:] - zs[:-1]) / (us[1:] - us[:-1])
+    offset = zs[:-1] - slope * us[:-1]
+    a, b = BACKDROP_DIRECTION
+    normals = torch.stack([-slope * a, -slope * b, torch.ones_like(slope)], dim=-1)
+    return offset, slope, normals / normals.norm(dim=-1, keepdim=True)
+
+
 def intersect_backdrop(
     origins: torch.Tensor, directions: torch.Tensor, t_min: float = 1e-4
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rays against the curved backdrop (floor sweeping up into a wall), exactly.
 
     The surface is the piecewise-linear profile `BACKDROP_PROFILE` extruded across v within
-    `BACKDROP_V_RANGE`: each of its 24 planar strips is intersected, vectorised over strips, and
-    the nearest valid hit kept. Normals point up (towards the camera side).
+    `BACKDROP_V_RANGE`. The profile is convex, so it is the maximum of its strips' lines, and a
+    ray from above it first meets it where the first of those lines rises above the ray: the
+    hit is the smallest root over strips whose line the ray approaches, kept if it lies inside
+    the profile's u and v ranges. Origins must lie above the surface. Normals point up.
     """
     _check_rays(origins, directions)
-    us, zs = _profile(origins.device)
+    offset, slope, normals = _backdrop_lines(origins.device)
     a, b = BACKDROP_DIRECTION
-    slope = (zs[1:] - zs[:-1]) / (us[1:] - us[:-1])  # (K,)
     u0 = a * origins[..., 0] + b * origins[..., 1]
     du = a * directions[..., 0] + b * directions[..., 1]
-    v0 = b * origins[..., 0] - a * origins[..., 1]
-    dv = b * directions[..., 0] - a * directions[..., 1]
-    # Strip k: z = zs[k] + slope[k] (u - us[k]); along the ray z0 + t dz = that at u0 + t du.
-    den = directions[..., None, 2] - slope * du[..., None]  # (..., K)
-    num = zs[:-1] + slope * (u0[..., None] - us[:-1]) - origins[..., None, 2]
-    t = num / _safe(den)
-    u = u0[..., None] + t * du[..., None]
-    v = v0[..., None] + t * dv[..., None]
-    tol = 1e-5
-    valid = (den.abs() > 1e-12) & (u >= us[:-1] - tol) & (u <= us[1:] + tol)
-    valid &= (v >= BACKDROP_V_RANGE[0]) & (v <= BACKDROP_V_RANGE[1])
-    normals = torch.stack([-slope * a, -slope * b, torch.ones_like(slope)], dim=-1)
-    normals = normals / normals.norm(dim=-1, keepdim=True)  # (K, 3)
-    return _nearest(t, valid, normals, t_min)
+    # Strip k's line minus the ray's height: num + t den with num = offset + slope u0 - z0 < 0
+    # for every k (the origin lies above the surface, the maximum of the lines). The ray meets
+    # the line at t = -num / den where den > 0; lines it moves away from give huge t.
+    num = torch.stack([u0, origins[..., 2], torch.ones_like(u0)], dim=-1) @ torch.stack([-slope, torch.ones_like(slope), -offset])
+    den = torch.stack([du, directions[..., 2]], dim=-1) @ torch.stack([slope, -torch.ones_like(slope)])
+    t = num / den.clamp(min=1e-12)
+    best, strip = t.min(dim=-1)
+    best = torch.where(best > t_min, best, torch.full_like(best, math.inf))
+    u = u0 + best * du
+    v = (b * origins[..., 0] - a * origins[..., 1]) + best * (b * directions[..., 0] - a * directions[..., 1])
+    us = BACKDROP_PROFILE
+    inside = (u >= us[0][0]) & (u <= us[-1][0]) & (v >= BACKDROP_V_RANGE[0]) & (v <= BACKDROP_V_RANGE[1])
+    inside &= best < _BIG
+    best = torch.where(inside, best, torch.full_like(best, math.inf))
+    normal = torch.where(torch.isinf(best)[..., None], torch.zeros(3, device=origins.device), normals[strip])
+    return best, normal
 
 
 def intersect_object(
@@ -243,13 +317,88 @@ def intersect_object(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rays against one CLEVR object; sizes from its scale s (sphere radius s, cube half-side s,
     cylinder radius s and height 2s), resting on z = 0."""
-    if obj.shape == "sphere":
-        return intersect_sphere(origins, directions, obj.center, obj.scale, t_min)
-    if obj.shape == "cube":
-        return intersect_box(origins, directions, obj.center, obj.scale, obj.rotation, t_min)
-    if obj.shape == "cylinder":
-        return intersect_cylinder(origins, directions, obj.center, obj.scale, obj.scale, t_min)
-    raise ValueError(f"unknown shape {obj.shape!r}; use cube, sphere or cylinder")
+    return _single(origins, directions, primitive_row(obj.shape, obj.center, obj.scale, obj.rotation), t_min)
+
+
+def per_slot(rows: torch.Tensor, sid: torch.Tensor) -> torch.Tensor:
+    """``rows[sid]`` for a (B, F) table, as an embedding lookup (faster than indexing on CPU)."""
+    return torch.nn.functional.embedding(sid, rows)
+
+
+def _near_bounds(
+    prims: torch.Tensor, sid: torch.Tensor, o: torch.Tensor, d: torch.Tensor, t_min: float, t_max: torch.Tensor
+) -> torch.Tensor:
+    """(N, K) bool: rays (unit d) that pass through the bounding sphere of their scene's object
+    in slot k between t_min and t_max."""
+    bounds = prims[:, :, [0, 1, 2, _BOUND]]  # (B, K, 4)
+    num, slots = sid.shape[0], prims.shape[1]
+    near = torch.nn.functional.embedding(sid, bounds.reshape(bounds.shape[0], -1)).view(num, slots, 4)
+    oc = near[..., :3] - o[:, None]
+    along = torch.einsum("nkc,nc->nk", oc, d)
+    miss2 = torch.einsum("nkc,nkc->nk", oc, oc) - along * along
+    bound = near[..., 3]
+    return (miss2 <= bound * bound) & (along + bound > t_min) & (along - bound < t_max[:, None])
+
+
+def cast_rays(
+    prims: torch.Tensor,
+    sid: torch.Tensor,
+    origins: torch.Tensor,
+    directions: torch.Tensor,
+    t_min: float = 1e-4,
+    backdrop: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """First hit of flat rays in a batch of scenes.
+
+    Args:
+        prims: ``(B, K, 12)`` `primitive_table` of the B scenes.
+        sid: ``(N,)`` int64 scene index of each ray.
+        origins: ``(N, 3)`` float32, metres.
+        directions: ``(N, 3)`` float32 unit vectors.
+        t_min: Hits at ``t <= t_min`` are ignored.
+        backdrop: Include the backdrop.
+
+    Returns:
+        ``(t, normal, object_id)``: (N,) metres (``inf`` on a miss), (N, 3) unit normals, (N,)
+        int64 slot index, `BACKDROP_ID` or `MISS_ID`. Each object is only intersected with the
+        rays through its bounding sphere.
+    """
+    if backdrop:
+        t, n = intersect_backdrop(origins, directions, t_min)
+    else:
+        t, n = torch.full_like(origins[:, 0], math.inf), torch.zeros_like(origins)
+    ids = torch.where(torch.isinf(t), MISS_ID, BACKDROP_ID).to(torch.int64)
+    near = _near_bounds(prims, sid, origins, directions, t_min, t) if prims.shape[1] else None
+    for k in range(prims.shape[1]):
+        rows = prims[:, k]
+        index = near[:, k].nonzero().squeeze(-1)  # type: ignore[index]
+        if index.numel():
+            tk, nk = intersect_primitives(origins[index], directions[index], per_slot(rows, sid[index]), t_min)
+            closer = tk < t[index]
+            sel = index[closer]
+            t[sel] = tk[closer]
+            n[sel] = nk[closer]  # type: ignore[index]
+            ids[sel] = k
+    return t, n, ids
+
+
+def occluded(
+    prims: torch.Tensor, sid: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor, dist: torch.Tensor
+) -> torch.Tensor:
+    """``(N,)`` bool: whether an object blocks the segment ``o + t d``, ``0 < t < dist`` (d unit).
+
+    The backdrop is not tested: it cannot block a lamp or the sun for points in the camera's
+    view (it rises far behind the scene), and skipping it halves the cost of shadows.
+    """
+    blocked = torch.zeros(origins.shape[0], dtype=torch.bool, device=origins.device)
+    near = _near_bounds(prims, sid, origins, directions, 1e-3, dist) if prims.shape[1] else None
+    for k in range(prims.shape[1]):
+        rows = prims[:, k]
+        index = (near[:, k] & ~blocked).nonzero().squeeze(-1)  # type: ignore[index]
+        if index.numel():
+            t, _ = intersect_primitives(origins[index], directions[index], per_slot(rows, sid[index]), 1e-3, normals=False)
+            blocked[index[t < dist[index]]] = True
+    return blocked
 
 
 def intersect_scene(
@@ -275,21 +424,19 @@ def intersect_scene(
         backdrop or `MISS_ID` (-2) for nothing.
     """
     _check_rays(origins, directions)
-    shape = torch.broadcast_shapes(origins.shape, directions.shape)[:-1]
-    best_t = torch.full(shape, math.inf, dtype=torch.float32, device=origins.device)
-    best_n = torch.zeros((*shape, 3), dtype=torch.float32, device=origins.device)
-    best_id = torch.full(shape, MISS_ID, dtype=torch.int64, device=origins.device)
-    candidates: list[tuple[int, tuple[torch.Tensor, torch.Tensor]]] = []
-    if backdrop:
-        candidates.append((BACKDROP_ID, intersect_backdrop(origins, directions, t_min)))
-    for index, obj in enumerate(scene.objects):
-        candidates.append((index, intersect_object(obj, origins, directions, t_min)))
-    for index, (t, normal) in candidates:
-        closer = t < best_t
-        best_t = torch.where(closer, t, best_t)
-        best_n = torch.where(closer[..., None], normal, best_n)
-        best_id = torch.where(closer, torch.full_like(best_id, index), best_id)
-    return best_t, best_n, best_id
+    origins, directions = torch.broadcast_tensors(origins, directions)
+    shape = origins.shape[:-1]
+    o, d = origins.reshape(-1, 3).float(), directions.reshape(-1, 3).float()
+    length = d.norm(dim=-1)
+    sid = torch.zeros(o.shape[0], dtype=torch.int64, device=o.device)
+    # t_min is in units of each direction's length; the cast works in metres along unit rays.
+    t, n, ids = cast_rays(primitive_table([scene], o.device), sid, o, d / length[:, None], 0.0, backdrop)
+    t = t / length
+    miss = ~(t > t_min)
+    t = torch.where(miss, math.inf, t)
+    n = torch.where(miss[:, None], 0.0, n)
+    ids = torch.where(miss, MISS_ID, ids)
+    return t.reshape(shape), n.reshape(*shape, 3), ids.reshape(shape)
 
 
 def object_id_map(
@@ -313,6 +460,41 @@ def object_id_map(
     Returns:
         ``(H, W)`` int64: object index, -1 for the backdrop, -2 where nothing is hit.
     """
-    origins, directions = Camera.from_scene(scene, device=device).rays(width, height, frame)
-    _, _, ids = intersect_scene(scene, origins[..., 0, :], directions[..., 0, :], backdrop=backdrop)
+    camera = Camera.from_scene(scene, device=device)
+    origins, directions = camera.rays(width, height, frame)
+    origins, directions = origins[..., 0, :], directions[..., 0, :]
+    if backdrop or not scene.objects:
+        return intersect_scene(scene, origins, directions, backdrop=backdrop)[2]
+    # Objects only: just the pixels inside some object's projected bounding box can hit.
+    candidates = _bounding_box_mask(scene, camera, width, height, frame)
+    ids = torch.full((height, width), MISS_ID, dtype=torch.int64, device=origins.device)
+    if candidates.any():
+        ids[candidates] = intersect_scene(scene, origins[candidates], directions[candidates], backdrop=False)[2]
     return ids
+
+
+def _bounding_box_mask(scene: Scene, camera: Camera, width: int, height: int, frame: Frame) -> torch.Tensor:
+    """(H, W) bool: pixel centres inside the image box of some object's bounding sphere.
+
+    A point of a sphere (centre c, radius r) in camera coordinates has lateral offset within
+    c.x +- r and depth within c.z +- r, so its image position lies between the projections of
+    those box corners (the camera must be outside every bounding sphere).
+    """
+    fx, fy, cx, cy = intrinsics(width, height, frame)
+    basis = camera.basis().cpu().double()
+    position = torch.tensor(camera.position, dtype=torch.float64)
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    cols = torch.arange(width, dtype=torch.float64) + 0.5
+    rows = torch.arange(height, dtype=torch.float64) + 0.5
+    for obj in scene.objects:
+        r = primitive_row(obj.shape, obj.center, obj.scale, obj.rotation)[_BOUND]
+        local = basis @ (torch.tensor(obj.center, dtype=torch.float64) - position)  # right, up, forward
+        if local[2] - r <= 1e-6:  # reaches behind the camera: test every pixel
+            return torch.ones(height, width, dtype=torch.bool, device=camera.device)
+        depths = torch.tensor([local[2] - r, local[2] + r], dtype=torch.float64)
+        xs = torch.stack([(local[0] - r) / depths, (local[0] + r) / depths]).flatten()
+        ys = torch.stack([(local[1] - r) / depths, (local[1] + r) / depths]).flatten()
+        c0, c1 = cx + fx * xs.min() - 1, cx + fx * xs.max() + 1
+        r0, r1 = cy - fy * ys.max() - 1, cy - fy * ys.min() + 1
+        mask |= ((rows >= r0) & (rows <= r1))[:, None] & ((cols >= c0) & (cols <= c1))[None, :]
+    return mask.to(camera.device)

@@ -31,7 +31,8 @@ class TrainerConfig(JsonConfig):
         mixed_precision: ``"no"``, ``"fp16"`` or ``"bf16"`` (autocast; weights stay float32).
         cpu: Train on the CPU even when a GPU is available (several processes launched on a
             machine without CUDA use the CPU anyway).
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes (ignored for a data set whose ``device`` is a
+            GPU: it is read in the main process).
         seed: Seed of the data order, the noise, label dropout, flips and dropout (seed the
             model's initial weights yourself with ``torch.manual_seed`` before building it).
         log_every: Steps between lines in ``metrics.jsonl``.

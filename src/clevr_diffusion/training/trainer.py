@@ -147,13 +147,16 @@ class DDPMTrainer:
         """Endless micro-batches from position ``micro_batch`` of the run onwards."""
         per_epoch = len(sampler)
         epoch, start = divmod(micro_batch, per_epoch)
+        # A data set that makes its items on a GPU (RenderedClevrDataset(device="cuda")) is read
+        # in this process: worker processes cannot share the device, and GPU tensors cannot be pinned.
+        on_device = torch.device(getattr(self.dataset, "device", "cpu")).type != "cpu"
         while True:
             sampler.set_position(epoch, start)
             loader = DataLoader(
                 self.dataset,
                 batch_sampler=sampler,
-                num_workers=self.config.num_workers,
-                pin_memory=self.accelerator.device.type == "cuda",
+                num_workers=0 if on_device else self.config.num_workers,
+                pin_memory=not on_device and self.accelerator.device.type == "cuda",
                 # Its own generator: a loader otherwise draws its workers' base seed from the
                 # global RNG, which would shift dropout masks after a resume.
                 generator=torch.Generator().manual_seed(self.config.seed + epoch),
