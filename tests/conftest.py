@@ -2,12 +2,45 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import socket
+import tempfile
 from pathlib import Path
 
-import pytest
-import torch
 
-from clevr_diffusion import ConditionalUNet, UNetConfig
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# huggingface_hub reads these once, when it is first imported (clevr_diffusion imports diffusers,
+# which imports it), so they are set here, before any import: the whole suite talks only to the
+# test Hub server of tests/hub_server.py on 127.0.0.1 (never to a real server) and writes its
+# cache and token files into a temporary HF_HOME, not the user's home.
+# Worker subprocesses that import this file inherit the test process's settings.
+if "CLEVR_DIFFUSION_TEST_HF_HOME" not in os.environ:
+    os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{_free_port()}"
+    os.environ["CLEVR_DIFFUSION_TEST_HF_HOME"] = tempfile.mkdtemp(prefix="clevr-diffusion-hf-home-")
+    atexit.register(shutil.rmtree, os.environ["CLEVR_DIFFUSION_TEST_HF_HOME"], ignore_errors=True)
+os.environ["HF_HOME"] = os.environ["CLEVR_DIFFUSION_TEST_HF_HOME"]
+os.environ.pop("HF_HUB_CACHE", None)
+os.environ.pop("HUGGINGFACE_HUB_CACHE", None)
+os.environ.pop("HF_TOKEN", None)
+os.environ.pop("HF_HUB_OFFLINE", None)
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["HF_HUB_DISABLE_IMPLICIT_TOKEN"] = "1"
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+os.environ["HF_HUB_ETAG_TIMEOUT"] = "5"
+os.environ["HF_HUB_DOWNLOAD_TIMEOUT"] = "5"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from clevr_diffusion import ConditionalUNet, UNetConfig  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 

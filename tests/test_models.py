@@ -191,7 +191,7 @@ def test_save_and_load_pretrained(tmp_path) -> None:  # type: ignore[no-untyped-
     model = ConditionalUNet(**TINY)
     ema = {k: v + 1 for k, v in model.state_dict().items()}
     model.save_pretrained(tmp_path, ema_state_dict=ema)
-    assert {p.name for p in tmp_path.iterdir()} == {"config.json", "model.safetensors", "model_ema.safetensors"}
+    assert {p.name for p in tmp_path.iterdir()} == {"config.json", "model.safetensors", "model_ema.safetensors", "README.md"}
     raw = ConditionalUNet.from_pretrained(tmp_path, use_ema=False)
     averaged = ConditionalUNet.from_pretrained(tmp_path)
     assert raw.config == model.config and not averaged.training

@@ -122,7 +122,7 @@ def test_save_and_load_pretrained_folder(sampler: DDPMSampler, tmp_path) -> None
     sampler.config = SamplingConfig(method="ddim", num_inference_steps=5, guidance_scale=2.0)
     sampler.save_pretrained(tmp_path)
     names = {p.name for p in tmp_path.iterdir()}
-    assert names == {"config.json", "model.safetensors", "scheduler_config.json", "sampler_config.json"}
+    assert names == {"config.json", "model.safetensors", "scheduler_config.json", "sampler_config.json", "README.md"}
     # The scheduler config is diffusers' own format.
     scheduler = DDPMScheduler.from_pretrained(tmp_path)
     assert scheduler.config.num_train_timesteps == 100

@@ -1,4 +1,4 @@
-"""The ``clevr-diffusion`` command: train, sample, make data, run the demo."""
+"""The ``clevr-diffusion`` command: train, sample, evaluate, make data, run the demo."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import data, demo, render, sample, train
+from . import data, demo, evaluate, evaluator, push, render, sample, train
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (demo, train, sample, data, render)
+COMMANDS = (demo, train, sample, evaluate, data, render, evaluator, push)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..diffusion.sampler import DDPMSampler
 from ..labels import CONDITION_SETS, load_conditions
-from .options import add_sampling_options
+from .options import add_model_option, add_sampling_options
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, type=Path, help="a model folder (e.g. RUN/model from `train`)")
+    add_model_option(parser)
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument(
         "--labels",
@@ -49,6 +49,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--trajectory", type=Path, default=None, help="also save the denoising frames of the first image as a PNG row"
     )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    parser.add_argument("--revision", default=None, help="branch, tag or commit of a Hub --model (default: main)")
     add_sampling_options(parser)
     parser.set_defaults(run=run)
 
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         label_sets = [[name.strip() for name in item.split(",") if name.strip()] for item in args.labels]
     else:
         label_sets = load_conditions(args.conditions)
-    sampler = DDPMSampler.from_pretrained(args.model, device=args.device)
+    sampler = DDPMSampler.from_pretrained(args.model, device=args.device, revision=args.revision)
     output = sampler.sample(
         label_sets,
         method=args.method,

@@ -99,6 +99,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     out.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (default: 1000)")
     out.add_argument("--sample-every", type=int, default=1000, help="steps between sample grids (0: end only; -1: never)")
     out.add_argument("--log-every", type=int, default=10, help="steps between metrics lines (default: 10)")
+    hub = parser.add_argument_group("Hugging Face Hub")
+    hub.add_argument(
+        "--push-to-hub",
+        metavar="REPO",
+        default=None,
+        help="upload the finished model to this Hub repo (user/name; created if missing); the token comes "
+        "from HF_TOKEN or `hf auth login`",
+    )
+    hub.add_argument("--push-every", type=int, default=0, metavar="N", help="also upload every N steps (default: 0, end only)")
+    hub.add_argument("--private", action="store_true", help="create the Hub repo private")
     parser.set_defaults(run=run)
 
 
@@ -135,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
         log_every=args.log_every,
         checkpoint_every=args.checkpoint_every,
         sample_every=args.sample_every,
+        push_to_hub=args.push_to_hub,
+        push_every=args.push_every,
+        hub_private=args.private,
     )
     trainer = DDPMTrainer(model, dataset, noise, config)
     model_dir = trainer.train(resume=not args.no_resume)

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..hub import PushToHubMixin
 from ..labels import Vocabulary
 from ..models.unet import ConditionalUNet
 from ..utils.config import JsonConfig
@@ -100,7 +101,7 @@ class SampleOutput:
         return save_grid(frames, path, nrow=len(frames), upscale=upscale)
 
 
-class DDPMSampler:
+class DDPMSampler(PushToHubMixin):
     """Draws label-conditioned images from a trained `ConditionalUNet`.
 
     Needs no data set and no trainer: a model, the noise schedule it was trained with, and
@@ -145,35 +146,74 @@ class DDPMSampler:
 
         Files: the model's ``config.json`` and ``model.safetensors`` (plus
         ``model_ema.safetensors`` when given), ``scheduler_config.json`` (loadable by
-        ``diffusers.DDPMScheduler.from_pretrained``) and ``sampler_config.json`` (default
-        settings and the label vocabulary).
+        ``diffusers.DDPMScheduler.from_pretrained``), ``sampler_config.json`` (default
+        settings and the label vocabulary) and a model card, ``README.md`` (a hand-written
+        one is kept).
         """
+        from ..hub import write_model_card
+
         folder = Path(folder)
         self.model.save_pretrained(folder, ema_state_dict=ema_state_dict)
         self.noise_config.save_scheduler_config(folder)
         sampler = {"sampling": self.config.to_dict(), "vocabulary": list(self.vocabulary.names)}
         atomic_write_json(folder / SAMPLER_CONFIG_NAME, sampler)
+        write_model_card(folder)
         return folder
 
     @classmethod
     def from_pretrained(
-        cls, folder: str | os.PathLike[str], device: str | torch.device = "cpu", use_ema: bool = True
+        cls,
+        name_or_path: str | os.PathLike[str],
+        device: str | torch.device = "cpu",
+        use_ema: bool = True,
+        *,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
+        force_download: bool = False,
     ) -> DDPMSampler:
-        """Load a sampler saved by `save_pretrained` (or by the trainer).
+        """Load a sampler saved by `save_pretrained` (or by the trainer), from a folder or the Hub.
+
+        Example:
+            ``DDPMSampler.from_pretrained("user/clevr-ddpm")`` downloads the repo once into
+            the Hugging Face cache; later calls, offline ones included, read the cache.
 
         Args:
-            folder: The saved folder.
+            name_or_path: The saved folder, or a Hub repo id such as ``"user/clevr-ddpm"``
+                (an existing local folder of that name wins).
             device: Where to run.
-            use_ema: Use the EMA weights when the folder has them.
+            use_ema: Use the EMA weights when there are some.
+            revision: Branch, tag or commit id of a repo (default: main).
+            token: Hub token for a private repo (default: ``HF_TOKEN`` or the saved login).
+            cache_dir: Download cache (default: the Hub cache under ``HF_HOME``).
+            local_files_only: Load from the cache only, never the network.
+            force_download: Download again even if cached.
+
+        Raises:
+            FileNotFoundError: If the folder or repo is missing (or not cached while
+                offline), or lacks ``config.json`` or the weights.
+            ValueError: If a repo has no such revision, or a weights file is damaged.
+            CheckpointMismatchError: If the weights belong to another configuration.
         """
-        folder = Path(folder)
-        model = ConditionalUNet.from_pretrained(folder, use_ema=use_ema, device=device)
+        from ..hub import resolve_model_folder
+
+        source = resolve_model_folder(
+            name_or_path,
+            revision=revision,
+            token=token,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            force_download=force_download,
+        )
+        folder = source.folder
+        model = ConditionalUNet._from_source(source, use_ema, device)
         noise = NoiseConfig()
         if (folder / SCHEDULER_CONFIG_NAME).is_file():
             scheduler = json.loads((folder / SCHEDULER_CONFIG_NAME).read_text(encoding="utf-8"))
             noise = NoiseConfig.from_scheduler_config(scheduler)
         else:
-            logger.warning("%s has no %s; assuming the default noise schedule", folder, SCHEDULER_CONFIG_NAME)
+            logger.warning("%s has no %s; assuming the default noise schedule", source.describe(), SCHEDULER_CONFIG_NAME)
         config, vocabulary = SamplingConfig(), None
         if (folder / SAMPLER_CONFIG_NAME).is_file():
             saved = json.loads((folder / SAMPLER_CONFIG_NAME).read_text(encoding="utf-8"))
@@ -232,6 +272,34 @@ class DDPMSampler:
                 frames.append(x.float().cpu())
         return x.float().clamp(-1, 1).cpu(), frames
 
+    def resolve_settings(
+        self,
+        method: str | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+    ) -> tuple[str, int, float]:
+        """The method, step count and guidance scale `sample` uses for these arguments.
+
+        ``None`` falls back to `config`, then to the method's default step count (never more
+        than the model's T).
+
+        Raises:
+            ValueError: For an unknown method or more steps than the model was trained with.
+        """
+        cfg = self.config
+        method = method or cfg.method
+        if method not in SAMPLING_METHODS:
+            raise ValueError(f"unknown sampling method {method!r}; choose one of {', '.join(SAMPLING_METHODS)}")
+        steps = num_inference_steps or (cfg.num_inference_steps if method == cfg.method else None)
+        steps = steps or min(DEFAULT_STEPS[method], self.noise_config.num_train_timesteps)
+        if steps > self.noise_config.num_train_timesteps:
+            raise ValueError(
+                f"num_inference_steps={steps} exceeds the {self.noise_config.num_train_timesteps} "
+                "diffusion steps the model was trained with; use at most that many"
+            )
+        guidance = cfg.guidance_scale if guidance_scale is None else float(guidance_scale)
+        return method, steps, guidance
+
     def sample(
         self,
         labels: Labels,
@@ -265,17 +333,7 @@ class DDPMSampler:
             A `SampleOutput` whose ``images`` are (B, 3, H, W) in [-1, 1].
         """
         cfg = self.config
-        method = method or cfg.method
-        if method not in SAMPLING_METHODS:
-            raise ValueError(f"unknown sampling method {method!r}; choose one of {', '.join(SAMPLING_METHODS)}")
-        steps = num_inference_steps or (cfg.num_inference_steps if method == cfg.method else None)
-        steps = steps or min(DEFAULT_STEPS[method], self.noise_config.num_train_timesteps)
-        if steps > self.noise_config.num_train_timesteps:
-            raise ValueError(
-                f"num_inference_steps={steps} exceeds the {self.noise_config.num_train_timesteps} "
-                "diffusion steps the model was trained with; use at most that many"
-            )
-        guidance = cfg.guidance_scale if guidance_scale is None else float(guidance_scale)
+        method, steps, guidance = self.resolve_settings(method, num_inference_steps, guidance_scale)
         size = image_size or cfg.image_size or self.model.config.sample_size
         if generator is None and seed is not None:
             generator = torch.Generator().manual_seed(seed)

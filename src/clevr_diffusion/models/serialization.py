@@ -18,8 +18,10 @@ __all__ = [
     "WEIGHTS_NAME",
     "CheckpointMismatchError",
     "load_safetensors",
+    "load_sharded_safetensors",
     "load_state_dict_strict",
     "save_safetensors",
+    "save_sharded_safetensors",
 ]
 
 CONFIG_NAME = "config.json"
@@ -94,3 +96,48 @@ def load_state_dict_strict(module: nn.Module, state: dict[str, torch.Tensor], so
             + ". Load them with the config.json saved beside them."
         )
     module.load_state_dict(state, strict=True)
+
+
+def save_sharded_safetensors(
+    state: dict[str, torch.Tensor], folder: str | os.PathLike[str], prefix: str, max_bytes: int = 15 * 2**20
+) -> list[Path]:
+    """Write ``state`` as ``{prefix}-00001-of-0000N.safetensors`` files of at most ``max_bytes``
+    of tensor data each (whole tensors per file, in key order), atomically.
+
+    Used for weights that ship inside the package, where each file must stay small.
+    """
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > max_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = tensor
+        size += nbytes
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob(f"{prefix}-*-of-*.safetensors"):
+        old.unlink()
+    return [
+        save_safetensors(shard, folder / f"{prefix}-{i + 1:05d}-of-{len(shards):05d}.safetensors")
+        for i, shard in enumerate(shards)
+    ]
+
+
+def load_sharded_safetensors(folder: str | os.PathLike[str], prefix: str) -> dict[str, torch.Tensor]:
+    """Read the shards `save_sharded_safetensors` wrote into one dict.
+
+    Raises:
+        FileNotFoundError: If no shard, or not every shard, is there.
+    """
+    paths = sorted(Path(folder).glob(f"{prefix}-*-of-*.safetensors"))
+    if not paths:
+        raise FileNotFoundError(f"no {prefix}-*-of-*.safetensors weights in {folder}")
+    expected = int(paths[0].stem.rsplit("-of-", 1)[1])
+    if len(paths) != expected:
+        raise FileNotFoundError(f"{folder} holds {len(paths)} of the {expected} shards of {prefix}; copy them all")
+    state: dict[str, torch.Tensor] = {}
+    for path in paths:
+        state.update(load_safetensors(path))
+    return state

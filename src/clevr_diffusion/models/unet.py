@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..hub import ModelSource, PushToHubMixin
 from .attention import SelfAttention
 from .blocks import Downsample, ResBlock, Upsample
 from .config import UNetConfig
@@ -49,7 +50,7 @@ class _Stage(nn.Module):
         return x
 
 
-class ConditionalUNet(nn.Module):
+class ConditionalUNet(nn.Module, PushToHubMixin):
     """UNet denoiser conditioned on a timestep and a multi-hot object label.
 
     A network only: it maps ``(x_t, t, labels)`` to a prediction and knows nothing of the noise
@@ -123,10 +124,11 @@ class ConditionalUNet(nn.Module):
     def save_pretrained(
         self, folder: str | os.PathLike[str], ema_state_dict: dict[str, torch.Tensor] | None = None
     ) -> Path:
-        """Write ``config.json``, ``model.safetensors`` and, if given, ``model_ema.safetensors``.
+        """Write ``config.json``, ``model.safetensors``, ``model_ema.safetensors`` if given, and a
+        model card (``README.md``; a hand-written one is kept).
 
-        Every file is written atomically; ``config.json`` comes last, so a folder that has one
-        is complete.
+        Every file is written atomically; ``config.json`` comes after the weights, so a folder
+        that has one is complete.
 
         Args:
             folder: Destination folder (created if missing).
@@ -135,39 +137,76 @@ class ConditionalUNet(nn.Module):
         Returns:
             The folder.
         """
+        from ..hub import write_model_card
+
         folder = Path(folder)
         meta = {"format": "pt", "library": "clevr-diffusion"}
         save_safetensors(self.state_dict(), folder / WEIGHTS_NAME, metadata=meta)
         if ema_state_dict is not None:
             save_safetensors(ema_state_dict, folder / EMA_WEIGHTS_NAME, metadata=meta)
         self.config.save(folder / CONFIG_NAME)
+        write_model_card(folder)
         return folder
 
     @classmethod
     def from_pretrained(
-        cls, folder: str | os.PathLike[str], use_ema: bool = True, device: str | torch.device = "cpu"
+        cls,
+        name_or_path: str | os.PathLike[str],
+        use_ema: bool = True,
+        device: str | torch.device = "cpu",
+        *,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
+        force_download: bool = False,
     ) -> ConditionalUNet:
-        """Load a model saved by `save_pretrained`, in eval mode.
+        """Load a model saved by `save_pretrained`, from a folder or a Hub repo, in eval mode.
 
         Args:
-            folder: A folder with ``config.json`` and ``model.safetensors``.
-            use_ema: Load ``model_ema.safetensors`` when the folder has it.
+            name_or_path: A folder with ``config.json`` and ``model.safetensors``, or a Hugging
+                Face Hub repo id such as ``"user/clevr-ddpm"`` (an existing folder wins).
+            use_ema: Load ``model_ema.safetensors`` when there is one.
             device: Where to put the model.
+            revision: Branch, tag or commit id of a repo (default: main).
+            token: Hub token for a private repo.
+            cache_dir: Download cache (default: the Hub cache under ``HF_HOME``).
+            local_files_only: Load from the cache only, never the network.
+            force_download: Download again even if cached.
 
         Raises:
-            FileNotFoundError: If the folder lacks ``config.json`` or the weights.
+            FileNotFoundError: If the folder or repo lacks ``config.json`` or the weights, or
+                the repo does not exist (or is not cached while offline).
+            ValueError: If a repo has no such revision, or a weights file is damaged.
             CheckpointMismatchError: If the weights belong to another configuration.
         """
-        folder = Path(folder)
-        if not (folder / CONFIG_NAME).is_file():
-            raise FileNotFoundError(
-                f"{folder} holds no {CONFIG_NAME}: pass a folder written by save_pretrained "
-                "(DDPMTrainer writes one at the end of training)"
-            )
+        from ..hub import resolve_model_folder
+
+        source = resolve_model_folder(
+            name_or_path,
+            revision=revision,
+            token=token,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            force_download=force_download,
+        )
+        return cls._from_source(source, use_ema, device)
+
+    @classmethod
+    def _from_source(cls, source: ModelSource, use_ema: bool, device: str | torch.device) -> ConditionalUNet:
+        """Load from a resolved folder; errors name the repo when it came from the Hub."""
+        folder = source.folder
+        source.require(CONFIG_NAME, ": pass a folder written by save_pretrained (DDPMTrainer writes one at the end of training)")
         model = cls(UNetConfig.load(folder / CONFIG_NAME))
         ema = folder / EMA_WEIGHTS_NAME
-        weights = ema if use_ema and ema.is_file() else folder / WEIGHTS_NAME
-        load_state_dict_strict(model, load_safetensors(weights), str(weights))
+        weights = ema if use_ema and ema.is_file() else source.require(WEIGHTS_NAME)
+        try:
+            state = load_safetensors(weights)
+        except ValueError as error:
+            if source.repo_id is None:
+                raise
+            raise ValueError(f"{source.describe(weights.name)}: {error} (or pass force_download=True)") from error
+        load_state_dict_strict(model, state, source.describe(weights.name))
         return model.to(device).eval()
 
     @property

@@ -43,6 +43,11 @@ class TrainerConfig(JsonConfig):
         sample_steps: Its steps.
         sample_guidance: Its classifier-free guidance scale.
         num_sample_images: Images in each grid (the first label sets of test.json).
+        push_to_hub: Hugging Face Hub repo id (``"user/name"``) to upload the finished model
+            to (``None``: no upload). The token comes from ``HF_TOKEN`` or ``hf auth login``;
+            it is never stored in this file.
+        push_every: Also upload every this many steps (0: only at the end).
+        hub_private: Create the repo private.
     """
 
     output_dir: str = "runs/clevr-ddpm"
@@ -70,6 +75,9 @@ class TrainerConfig(JsonConfig):
     sample_steps: int = 50
     sample_guidance: float = 1.0
     num_sample_images: int = 16
+    push_to_hub: str | None = None
+    push_every: int = 0
+    hub_private: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -84,10 +92,16 @@ class TrainerConfig(JsonConfig):
             (self.log_every >= 1, "log_every must be >= 1"),
             (self.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
             (0 <= self.num_sample_images <= 32, "num_sample_images must be in [0, 32]"),
+            (self.push_every >= 0, "push_every must be >= 0"),
+            (self.push_every == 0 or bool(self.push_to_hub), "push_every needs push_to_hub (a repo id)"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        if self.push_to_hub:
+            from ..hub import check_repo_id
+
+            check_repo_id(self.push_to_hub)  # a typo fails now, not after hours of training
 
     def learning_rate_at(self, step: int) -> float:
         """Learning rate of optimiser step ``step`` (0-based): warm-up, then the schedule."""

@@ -236,6 +236,8 @@ class DDPMTrainer:
                 self.save_checkpoint(model, optimizer)
             if cfg.sample_every > 0 and self.step % cfg.sample_every == 0 and self.step < cfg.max_steps:
                 self.save_samples()
+            if cfg.push_every and self.step % cfg.push_every == 0 and self.step < cfg.max_steps:
+                self.push_to_hub(acc.unwrap_model(model))
         bar.close()
 
         if not ckpt.checkpoint_path(self.checkpoint_dir, self.step).is_dir():
@@ -245,6 +247,8 @@ class DDPMTrainer:
         if self.is_main_process:
             self._save_model(acc.unwrap_model(model))
             self._plot_loss()
+            if cfg.push_to_hub:
+                self.push_to_hub()
         acc.wait_for_everyone()
         return self.model_dir
 
@@ -334,6 +338,41 @@ class DDPMTrainer:
     def _save_model(self, model: ConditionalUNet) -> None:
         self._sampler(model).save_pretrained(self.model_dir, ema_state_dict=self.ema.state_dict())
         model.train()
+
+    def push_to_hub(self, model: ConditionalUNet | None = None) -> str | None:
+        """Upload a model to ``config.push_to_hub`` (main process only).
+
+        With ``model``, the current weights and EMA weights go up as a new commit ("step N");
+        without, the finished ``model/`` folder does. A failed upload is logged, not raised:
+        training goes on, and ``clevr-diffusion push RUN/model REPO`` uploads later.
+
+        Returns:
+            The commit URL, or ``None`` if nothing was uploaded.
+        """
+        cfg = self.config
+        if not cfg.push_to_hub or not self.is_main_process:
+            return None
+        from ..hub import push_folder, push_pretrained
+
+        message = f"Training step {self.step}" + ("" if model is not None else " (finished)")
+        options = dict(private=cfg.hub_private or None, commit_message=message, card_extras={"training": cfg.to_dict()})
+        try:
+            if model is None:
+                url = push_folder(self.model_dir, cfg.push_to_hub, **options)  # type: ignore[arg-type]
+            else:
+                url = push_pretrained(self._sampler(model), cfg.push_to_hub, ema_state_dict=self.ema.state_dict(), **options)
+        except Exception as error:  # noqa: BLE001 - an upload must not end a training run
+            logger.error(
+                "could not push to the Hugging Face Hub repo %s at step %d (%s); push later with "
+                "`clevr-diffusion push %s %s`",
+                cfg.push_to_hub, self.step, error, self.model_dir, cfg.push_to_hub,
+            )
+            return None
+        finally:
+            if model is not None:
+                model.train()  # DDPMSampler put it in eval mode
+        logger.info("pushed step %d to %s", self.step, url)
+        return url
 
     def _log(self, row: dict[str, Any]) -> None:
         if self.is_main_process:

@@ -1,0 +1,81 @@
+"""Accuracy and speed of an evaluator: held-out renders, Blender references, 32-image timing.
+
+Prints, for the bundled evaluator (or ``--weights FILE`` from ``train-evaluator``, or
+``--checkpoint checkpoint.pth`` for the official one), the label- and image-level accuracy on
+
+* freshly rendered i-CLEVR-style images (1-3 large rubber objects, plain CLEVR lighting) from
+  a seed no training used;
+* the Blender renders of the original CLEVR assets in ``shared/reference/blender/png64``,
+  split into their i-CLEVR-style and full-CLEVR images;
+
+and the median CPU time to evaluate one batch of 32 images (the size of a condition file).
+
+    python benchmarks/evaluator_accuracy.py [--weights FILE | --checkpoint PATH] [--heldout N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from clevr_diffusion import Vocabulary
+from clevr_diffusion.evaluation import ClevrEvaluator, heldout_accuracy, label_accuracy
+from clevr_diffusion.render import load_scenes
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "blender"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", type=Path, default=None)
+    parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument("--heldout", type=int, default=960)
+    parser.add_argument("--reference", type=Path, default=REFERENCE)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.checkpoint is not None:
+        evaluator = ClevrEvaluator.from_checkpoint(args.checkpoint)
+    elif args.weights is not None:
+        evaluator = ClevrEvaluator.from_file(args.weights)
+    else:
+        evaluator = ClevrEvaluator()
+    print(f"evaluator: {evaluator.kind}")
+
+    result = heldout_accuracy(evaluator, num_images=args.heldout)
+    print(f"held-out renders ({args.heldout} images, 1-3 objects): {result}")
+
+    scenes = load_scenes(args.reference / "scenes.json")
+    vocabulary = Vocabulary(Vocabulary.default().names, max_objects=None)
+    for kind in ("iclevr", "clevr"):
+        picked = [s for s in scenes if s.extra.get("kind") == kind]
+        images = torch.stack([
+            torch.from_numpy(np.asarray(Image.open(args.reference / "png64" / Path(s.file).name).convert("RGB"))).permute(2, 0, 1)
+            for s in picked
+        ]).float() / 127.5 - 1  # fmt: skip
+        labels = vocabulary.encode_batch([sorted({f"{o.color} {o.shape}" for o in s.objects}) for s in picked])
+        result = label_accuracy(evaluator.predict(images), labels)
+        print(f"Blender png64, {kind} ({len(picked)} images): {result}")
+        for s, h, k in zip(picked, result.per_image_hits, result.per_image_total, strict=True):
+            if h < k:
+                print(f"    {Path(s.file).name}: {h}/{k}")
+
+    batch = torch.rand(32, 3, 64, 64) * 2 - 1
+    evaluator.predict(batch)
+    times = []
+    for _ in range(7):
+        start = time.perf_counter()
+        evaluator.predict(batch)
+        times.append(time.perf_counter() - start)
+    print(f"CPU time to evaluate 32 images ({args.threads} threads): median {statistics.median(times) * 1000:.0f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

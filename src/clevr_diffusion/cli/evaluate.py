@@ -1,0 +1,126 @@
+"""``clevr-diffusion evaluate``: the i-CLEVR deliverables and accuracies of a trained model."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ..evaluation.evaluate import default_device, evaluate, load_evaluator
+from ..evaluation.evaluator import ClevrEvaluator
+from ..labels import CONDITION_SETS
+from .options import add_model_option, add_sampling_options
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    """Register the command."""
+    parser = commands.add_parser(
+        "evaluate",
+        help="sample test.json and new_test.json, save the i-CLEVR deliverables, report accuracy",
+        description=(
+            "Everything the i-CLEVR benchmark asks for from one model: samples the 32 label sets "
+            "of test.json and new_test.json, saves them as OUT/images/test/0.png ... 31.png and "
+            "OUT/images/new_test/... in file order, the 8 x 4 grids OUT/test_grid.png and "
+            "OUT/new_test_grid.png, the denoising row of \"red sphere, cyan cylinder, cyan cube\" "
+            "(OUT/denoising.png, 10 frames from noise to image) and OUT/report.json and "
+            "OUT/report.md with each file's accuracy. With --seeds N every file is drawn N times "
+            "(seeds S, S+1, ...) and the mean and spread are reported; the images saved are the "
+            "first draw's.\n\n"
+            "examples:\n"
+            "  clevr-diffusion evaluate --model runs/base/model\n"
+            "  clevr-diffusion evaluate --model runs/base/model --evaluator official "
+            "--checkpoint checkpoint.pth --method ddim --steps 100 --guidance 2 --seeds 5"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_option(parser)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="folder to write everything to (default: MODEL/evaluation)"
+    )
+    parser.add_argument(
+        "--evaluator",
+        default=None,
+        metavar="bundled|official|FILE",
+        help="bundled: the library's own evaluator; official: the course's checkpoint.pth, given with "
+        "--checkpoint; FILE: weights from `train-evaluator` (.safetensors) (default: official with "
+        "--checkpoint, else bundled)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="the official evaluator's checkpoint.pth (a dict with key \"model\")",
+    )
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="also unpickle non-tensor objects in --checkpoint (only for files you trust: a pickle can run code)",
+    )
+    parser.add_argument(
+        "--conditions",
+        action="append",
+        metavar="NAME|FILE",
+        help=f"a condition file to evaluate: {' or '.join(CONDITION_SETS)} (bundled) or a JSON list of "
+        "label lists; repeat for more (default: test and new_test)",
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="draws per file, seeds S, S+1, ...: reports mean and spread (default: 1)"
+    )
+    parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda when available)")
+    add_sampling_options(parser)
+    parser.set_defaults(run=run)
+
+
+def _evaluator(args: argparse.Namespace, device: str) -> ClevrEvaluator:
+    """The evaluator the options ask for; checks their combination."""
+    kind = args.evaluator or ("official" if args.checkpoint is not None else "bundled")
+    if kind == "official":
+        if args.checkpoint is None:
+            raise ValueError("--evaluator official needs --checkpoint PATH (the course's checkpoint.pth)")
+        return load_evaluator(args.checkpoint, device, trusted=args.trust_checkpoint)
+    if args.checkpoint is not None:
+        raise ValueError("--checkpoint is the official evaluator's; use it with --evaluator official")
+    if kind == "bundled":
+        return load_evaluator(None, device)
+    path = Path(kind)
+    if path.suffix != ".safetensors":
+        raise ValueError(
+            f"--evaluator takes bundled, official or a .safetensors file from `train-evaluator`, got {kind!r}"
+            + ("; for the course's checkpoint use --evaluator official --checkpoint FILE" if path.suffix == ".pth" else "")
+        )
+    return load_evaluator(path, device)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command."""
+    started = time.perf_counter()
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    device = args.device or default_device()
+    evaluator = _evaluator(args, device)
+    if args.out is not None:
+        out = args.out
+    elif isinstance(args.model, str):  # a Hub repo id: not into the download cache
+        out = Path("evaluation") / args.model.replace("/", "--")
+    else:
+        out = args.model / "evaluation"
+    result = evaluate(
+        args.model,
+        out,
+        evaluator=evaluator,
+        files=args.conditions or CONDITION_SETS,
+        method=args.method,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        seed=args.seed,
+        seeds=args.seeds,
+        device=device,
+        progress=not args.quiet,
+    )
+    print(result)
+    for f in result.files.values():
+        print(f"{f.name}.json: images {f.images_dir}/0.png ... {f.conditions - 1}.png, grid {f.grid}")
+    print(f"denoising row ({len(result.denoising_frame_steps)} frames): {result.denoising}")
+    print(f"report: {result.report_md} and {result.report_json}")
+    print(f"time: {time.perf_counter() - started:.1f} s")
+    return 0

@@ -1,0 +1,196 @@
+"""ClevrEvaluator: the official layout, checkpoint loading, the metric, bundling and training."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clevr_diffusion.evaluation import (
+    ClevrEvaluator,
+    EvaluatorTrainingConfig,
+    augment,
+    label_accuracy,
+    train_evaluator,
+)
+from clevr_diffusion.models.serialization import (
+    CheckpointMismatchError,
+    load_sharded_safetensors,
+)
+
+KEYS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "resnet18_keys.json"
+
+
+def _official_accuracy(out: torch.Tensor, onehot: torch.Tensor) -> float:
+    """The course's compute_acc, written out independently: per image, top-k indices of the
+    outputs, each counted if it is among the top-k indices of the one-hot label."""
+    acc, total = 0, 0
+    for i in range(out.size(0)):
+        k = int(onehot[i].sum().item())
+        total += k
+        _, outi = out[i].topk(k)
+        _, li = onehot[i].topk(k)
+        for j in outi:
+            if j in li:
+                acc += 1
+    return acc / total
+
+
+@pytest.mark.skipif(not KEYS.exists(), reason="shared reference not available")
+def test_state_dict_layout_equals_the_official_evaluator() -> None:
+    expected = json.loads(KEYS.read_text())
+    state = ClevrEvaluator(pretrained=False).state_dict()
+    assert list(state) == list(expected)
+    assert {k: list(v.shape) for k, v in state.items()} == expected
+
+
+def test_official_checkpoint_loads_strictly_and_predicts_the_same(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    source = ClevrEvaluator(pretrained=False)
+    with torch.no_grad():  # non-trivial batch-norm statistics, so eval mode matters
+        for m in source.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"model": source.state_dict(), "optimizer": {}, "epoch": 10}, path)  # as the course saves it
+    loaded = ClevrEvaluator.from_checkpoint(path, device="cpu")
+    assert loaded.kind == "official" and not loaded.training
+    images = torch.rand(5, 3, 64, 64) * 2 - 1
+    source.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(images), source(images))
+    probs = loaded.predict(images)
+    assert probs.shape == (5, 24) and (probs >= 0).all() and (probs <= 1).all()
+    # A bare state dict and one saved from nn.DataParallel load too.
+    torch.save(source.state_dict(), tmp_path / "bare.pth")
+    torch.save({"model": {f"module.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "dp.pth")
+    for name in ("bare.pth", "dp.pth"):
+        assert torch.equal(ClevrEvaluator.from_checkpoint(tmp_path / name).predict(images), probs)
+
+
+def test_bad_checkpoints_give_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="checkpoint.pth"):
+        ClevrEvaluator.from_checkpoint(tmp_path / "missing.pth")
+    state = ClevrEvaluator(pretrained=False).state_dict()
+    state["fc.0.weight"] = torch.zeros(10, 512)
+    torch.save({"model": state}, tmp_path / "ten.pth")
+    with pytest.raises(CheckpointMismatchError, match="fc.0.weight"):
+        ClevrEvaluator.from_checkpoint(tmp_path / "ten.pth")
+    torch.save({"model": ClevrEvaluator(pretrained=False).state_dict(), "args": argparse.Namespace(lr=1)}, tmp_path / "args.pth")
+    with pytest.raises(ValueError, match="trusted=True"):
+        ClevrEvaluator.from_checkpoint(tmp_path / "args.pth")
+    assert ClevrEvaluator.from_checkpoint(tmp_path / "args.pth", trusted=True).kind == "official"
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError):
+        ClevrEvaluator.from_checkpoint(tmp_path / "junk.pth")
+
+
+def test_other_sizes_are_resized_with_a_warning() -> None:
+    evaluator = ClevrEvaluator(pretrained=False)
+    with pytest.warns(UserWarning, match="64 x 64"):
+        out = evaluator.predict(torch.zeros(2, 3, 32, 48))
+    assert out.shape == (2, 24)
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        evaluator(torch.zeros(3, 64, 64))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.data(),
+    batch=st.integers(1, 6),
+    levels=st.sampled_from([2, 3, 1000]),  # few levels: many ties
+)
+def test_metric_equals_the_official_computation(data: st.DataObject, batch: int, levels: int) -> None:
+    seed = data.draw(st.integers(0, 2**31 - 1))
+    g = torch.Generator().manual_seed(seed)
+    out = torch.randint(0, levels, (batch, 24), generator=g).float() / levels
+    labels = torch.zeros(batch, 24)
+    for i in range(batch):
+        k = data.draw(st.integers(1, 3))
+        labels[i, torch.randperm(24, generator=g)[:k]] = 1
+    result = label_accuracy(out, labels)
+    assert result.label_accuracy == pytest.approx(_official_accuracy(out, labels))
+    assert result.total == int(labels.sum())
+
+
+def test_metric_by_hand() -> None:
+    labels = torch.zeros(3, 24)
+    labels[0, [1]] = 1
+    labels[1, [2, 5]] = 1
+    labels[2, [7, 8, 9]] = 1
+    out = torch.zeros(3, 24)
+    out[0, 1] = 0.9  # 1/1
+    out[1, 2], out[1, 6] = 0.9, 0.8  # 1/2
+    out[2, [7, 8, 9]] = 0.7  # 3/3
+    result = label_accuracy(out, labels)
+    assert (result.hits, result.total) == (5, 6)
+    assert result.label_accuracy == pytest.approx(5 / 6)
+    assert result.image_accuracy == pytest.approx(2 / 3)
+    assert result.by_count == {1: (1, 1), 2: (1, 2), 3: (3, 3)}
+    assert result.to_dict()["by_count"]["2"]["accuracy"] == 0.5
+    with pytest.raises(ValueError, match="at least one label"):
+        label_accuracy(out, torch.zeros(3, 24))
+
+
+def test_bundle_round_trip_in_small_shards(tmp_path: Path) -> None:
+    evaluator = ClevrEvaluator(pretrained=False)
+    paths = evaluator.save_bundle(tmp_path, max_bytes=8 * 2**20)
+    assert len(paths) >= 3 and all(p.stat().st_size <= 8 * 2**20 + 2**20 for p in paths)
+    state = load_sharded_safetensors(tmp_path, "evaluator")
+    assert all(torch.allclose(state[k].float(), v.float(), atol=1e-2, rtol=1e-3) for k, v in evaluator.state_dict().items())
+    paths[1].unlink()
+    with pytest.raises(FileNotFoundError, match="shards"):
+        load_sharded_safetensors(tmp_path, "evaluator")
+
+
+def test_augment_keeps_range_and_is_seeded() -> None:
+    images = torch.rand(6, 3, 64, 64)
+    a = augment(images.clone(), torch.Generator().manual_seed(1))
+    b = augment(images.clone(), torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.shape == images.shape
+    assert a.min() >= 0 and a.max() <= 1 and not torch.equal(a, images)
+
+
+def test_train_evaluator_runs_and_resumes(tmp_path: Path) -> None:
+    config = EvaluatorTrainingConfig(
+        output_dir=str(tmp_path / "ev"), num_images=24, batch_size=4, max_steps=4, checkpoint_every=2, supersample=1
+    )
+    path = train_evaluator(config, progress=False)
+    evaluator = ClevrEvaluator.from_file(path)
+    assert evaluator.kind == "file"
+    straight = evaluator.state_dict()
+    # Stop after 2 steps, then continue: the same weights as the straight run.
+    config2 = EvaluatorTrainingConfig(**{**config.__dict__, "output_dir": str(tmp_path / "ev2"), "max_steps": 2})
+    train_evaluator(config2, progress=False)
+    config2.max_steps = 4
+    resumed = ClevrEvaluator.from_file(train_evaluator(config2, progress=False)).state_dict()
+    assert all(torch.allclose(straight[k].float(), resumed[k].float(), atol=1e-5) for k in straight)
+    assert json.loads((tmp_path / "ev" / "config.json").read_text())["num_images"] == 24
+
+
+def test_train_evaluator_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from clevr_diffusion.cli import main
+
+    code = main(["train-evaluator", str(tmp_path / "ev"), "--images", "16", "--batch-size", "4", "--steps", "2", "--heldout", "8"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "evaluator.safetensors" in out and "held-out accuracy on 8" in out
+    assert main(["train-evaluator", str(tmp_path / "ev2"), "--images", "2", "--batch-size", "4"]) == 2
+
+
+def test_bundled_weights_ship_small_and_recognise_renders() -> None:
+    from clevr_diffusion.evaluation import bundled_weights_dir, heldout_accuracy
+
+    shards = sorted(bundled_weights_dir().glob("evaluator-*.safetensors"))
+    assert shards and all(p.stat().st_size <= 16 * 2**20 for p in shards)
+    evaluator = ClevrEvaluator()
+    assert evaluator.kind == "bundled" and not evaluator.training
+    # Fresh renders it never saw: a random network scores about 0.12 here.
+    assert heldout_accuracy(evaluator, num_images=32, seed=123).label_accuracy >= 0.9
