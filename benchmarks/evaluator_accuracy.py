@@ -56,7 +56,7 @@ def main() -> int:
     for kind in ("iclevr", "clevr"):
         picked = [s for s in scenes if s.extra.get("kind") == kind]
         images = torch.stack([
-            torch.from_numpy(np.asarray(Image.open(args.reference / "png64" / Path(s.file).name).convert("RGB"))).permute(2, 0, 1)
+            torch.from_numpy(np.array(Image.open(args.reference / "png64" / Path(s.file).name).convert("RGB"))).permute(2, 0, 1)
             for s in picked
         ]).float() / 127.5 - 1  # fmt: skip
         labels = vocabulary.encode_batch([sorted({f"{o.color} {o.shape}" for o in s.objects}) for s in picked])
