@@ -59,7 +59,7 @@ def main() -> int:
             torch.from_numpy(np.array(Image.open(args.reference / "png64" / Path(s.file).name).convert("RGB"))).permute(2, 0, 1)
             for s in picked
         ]).float() / 127.5 - 1  # fmt: skip
-        labels = vocabulary.encode_batch([sorted({f"{o.color} {o.shape}" for o in s.objects}) for s in picked])
+        labels = vocabulary.encode_batch([s.label_names for s in picked])
         result = label_accuracy(evaluator.predict(images), labels)
         print(f"Blender png64, {kind} ({len(picked)} images): {result}")
         for s, h, k in zip(picked, result.per_image_hits, result.per_image_total, strict=True):

@@ -19,7 +19,7 @@ from clevr_diffusion.render import render, sample_scene
 # Four rendered scenes with 1 to 3 objects, and their labels.
 scenes = [sample_scene(np.random.default_rng([42, i]), num_objects=(1, 3)) for i in range(4)]
 images = render(scenes, 64, 64).images * 2 - 1  # the evaluator takes [-1, 1]
-names = [sorted({f"{o.color} {o.shape}" for o in s.objects}) for s in scenes]
+names = [s.label_names for s in scenes]
 labels = Vocabulary.default().encode_batch(names)
 
 evaluator = ClevrEvaluator()  # the bundled weights: numbers for the built-in world

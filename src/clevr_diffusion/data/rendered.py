@@ -193,8 +193,7 @@ class RenderedClevrDataset(Dataset):
         # Rounded to 8 bits as make_dataset's PNGs are, then scaled as ClevrDataset scales them.
         pixels = (((pixels * 2 - 1).clamp(-1, 1) + 1) * 127.5).round()
         images = pixels / 127.5 - 1.0
-        # Each object name once: a multi-hot label cannot count (as in make_dataset's train.json).
-        names = [list(dict.fromkeys(f"{o.color} {o.shape}" for o in s.objects)) for s in scenes]
+        names = [s.label_names for s in scenes]
         labels = self._vocabulary.encode_batch(names).to(self._device)
         return [(images[j], labels[j]) for j in range(len(scenes))]
 

@@ -102,7 +102,7 @@ def render_training_set(config: EvaluatorTrainingConfig, progress: bool = True) 
         pixels = render(scenes, 64, 64, "square", config.supersample, seed=config.seed, scene_offset=ids,
                         randomization=config.randomization).images  # fmt: skip
         images.append((pixels * 255).round().to(torch.uint8))
-        labels.append(vocabulary.encode_batch([sorted({f"{o.color} {o.shape}" for o in s.objects}) for s in scenes]))
+        labels.append(vocabulary.encode_batch([s.label_names for s in scenes]))
     data = {"images": torch.cat(images), "labels": torch.cat(labels)}
     out.mkdir(parents=True, exist_ok=True)
     save_safetensors(data, cached)
@@ -238,5 +238,5 @@ def heldout_accuracy(
         # Rounded to 8 bits, as images written to PNG are.
         images = (pixels * 255).round() / 127.5 - 1
         probs.append(evaluator.predict(images))  # type: ignore[operator]
-        labels.append(vocabulary.encode_batch([sorted({f"{o.color} {o.shape}" for o in s.objects}) for s in scenes]))
+        labels.append(vocabulary.encode_batch([s.label_names for s in scenes]))
     return label_accuracy(torch.cat(probs), torch.cat(labels))

@@ -131,8 +131,7 @@ def make_dataset(
             frame_scene: Scene = dataclasses.replace(scene_prefix(scene, count, recount=False), file=name)
             if not (root / name).is_file():
                 pending.append((frame_scene, i * 32 + k, root / name))
-            # Label lists hold each object name once: a multi-hot label cannot count.
-            labels[name] = list(dict.fromkeys(f"{o.color} {o.shape}" for o in frame_scene.objects))
+            labels[name] = frame_scene.label_names
             entries.append(frame_scene.to_dict())
         if len(pending) >= _BATCH:
             flush()

@@ -284,6 +284,12 @@ class Scene:
             extra={k: v for k, v in entry.items() if k != "objects"},
         )
 
+    @property
+    def label_names(self) -> list[str]:
+        """The scene's i-CLEVR labels, ``"color shape"``, each once in object order (a
+        multi-hot label cannot count objects)."""
+        return list(dict.fromkeys(f"{o.color} {o.shape}" for o in self.objects))
+
     def to_dict(self) -> dict[str, Any]:
         """Write the scene in the reference format (inverse of `from_dict`)."""
         out: dict[str, Any] = {

@@ -136,11 +136,6 @@ class SceneBatch:
     bounce_gain: torch.Tensor
     roughness: torch.Tensor
 
-    @property
-    def size(self) -> int:
-        """Number of scenes B."""
-        return self.camera.shape[0]
-
     @classmethod
     def from_scenes(
         cls,
