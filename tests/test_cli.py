@@ -95,6 +95,39 @@ def test_sample_a_condition_file(trained: Path, tmp_path: Path) -> None:
     assert Image.open(tmp_path / "g.png").size == (8 * 18 + 2, 4 * 18 + 2)
 
 
+def test_sample_with_a_preset_and_guidance_flags(trained: Path, tmp_path: Path) -> None:
+    """--preset, --guidance-rescale and --guidance-mode reach the sampler: the PNGs are its images."""
+    import numpy as np
+
+    from clevr_diffusion import DDPMSampler
+    from clevr_diffusion.utils.images import to_uint8
+
+    labels = [["red cube", "blue sphere"], ["gray cylinder"]]
+    flags = ["--preset", "ddim-50", "--guidance", "3", "--guidance-rescale", "0.5", "--guidance-mode", "composable", "--seed", "4"]
+    code = main([
+        "sample", "--model", str(trained / "model"), "--labels", "red cube, blue sphere", "--labels", "gray cylinder",
+        "--out", str(tmp_path / "grid.png"), "--images-dir", str(tmp_path / "images"), *flags,
+    ])
+    assert code == 0
+    sampler = DDPMSampler.from_pretrained(trained / "model")
+    settings = dict(preset="ddim-50", guidance_scale=3.0, seed=4, progress=False)
+    expected = sampler.sample(labels, guidance_rescale=0.5, guidance_mode="composable", **settings).images
+    for i in range(2):
+        saved = np.asarray(Image.open(tmp_path / "images" / f"{i}.png"))
+        assert np.array_equal(saved, to_uint8(expected[i]).permute(1, 2, 0).numpy())
+    plain = sampler.sample(labels, **settings).images
+    assert not np.array_equal(to_uint8(plain).numpy(), to_uint8(expected).numpy())  # the flags mattered
+
+
+def test_sampling_flags_parse(tmp_path: Path) -> None:
+    parser = build_parser()
+    args = parser.parse_args(["sample", "--model", str(tmp_path), "--labels", "red cube", "--preset", "unipc-10", "--compile"])
+    assert (args.preset, args.compile, args.guidance_rescale, args.guidance_mode) == ("unipc-10", True, None, None)
+    assert parser.parse_args(["sample", "--model", str(tmp_path), "--labels", "red cube"]).compile is False
+    with pytest.raises(SystemExit):
+        parser.parse_args(["sample", "--model", str(tmp_path), "--labels", "red cube", "--preset", "euler-5"])
+
+
 def test_bad_input_is_a_one_line_error(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sample", "--model", str(trained / "model"), "--labels", "pink cube", "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
@@ -147,3 +180,27 @@ def test_render_scenes_names_sizes_and_resume(tmp_path: Path) -> None:
     before = (out / "000.png").stat().st_mtime_ns
     assert main(args) == 0  # resumes: renders only the missing image
     assert (out / "000001.png").is_file() and (out / "000.png").stat().st_mtime_ns == before
+
+
+def test_train_speed_and_recipe_flags_reach_the_configs() -> None:
+    from clevr_diffusion.cli.train import noise_config, trainer_config
+
+    base = ["train", "--data", "iclevr"]
+    defaults = build_parser().parse_args(base)
+    config = trainer_config(defaults)
+    assert config.mixed_precision == "auto" and config.tf32 and config.fused_optimizer is None
+    assert not config.channels_last and not config.compile and config.snr_gamma is None
+    args = build_parser().parse_args([
+        *base, "--snr-gamma", "5", "--mixed-precision", "bf16", "--no-tf32", "--compile", "--channels-last",
+        "--no-fused-optimizer", "--prediction-type", "v_prediction", "--beta-schedule", "scaled_linear",
+        "--timesteps", "400", "--base-channels", "64",
+    ])
+    config = trainer_config(args)
+    assert (config.snr_gamma, config.mixed_precision, config.tf32) == (5.0, "bf16", False)
+    assert config.compile and config.channels_last and config.fused_optimizer is False
+    assert trainer_config(build_parser().parse_args([*base, "--fused-optimizer"])).fused_optimizer is True
+    noise = noise_config(args)
+    assert (noise.prediction_type, noise.beta_schedule, noise.num_train_timesteps) == ("v_prediction", "scaled_linear", 400)
+    assert args.base_channels == 64
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*base, "--mixed-precision", "fp8"])

@@ -110,7 +110,8 @@ def test_report_json_matches_the_saved_pngs(evaluated: EvaluationResult, judge: 
     assert report == json.loads(json.dumps(evaluated.to_dict()))
     assert report["evaluator"] == "random"
     assert report["sampling"] == {
-        "method": "ddim", "num_inference_steps": 2, "guidance_scale": 1.0, "image_size": SIZE, "device": "cpu"
+        "method": "ddim", "num_inference_steps": 2, "guidance_scale": 1.0, "guidance_rescale": 0.0,
+        "guidance_mode": "joint", "preset": None, "compile": False, "image_size": SIZE, "device": "cpu",
     }
     assert report["seeds"] == [0] and report["model"] == str(evaluated.model)
     assert report["denoising"]["path"] == "denoising.png" and report["denoising"]["frames"] >= 8
@@ -204,6 +205,27 @@ def test_cli_end_to_end(
     assert len(list((out / "images" / "test").glob("*.png"))) == 32
     report = json.loads((out / "report.json").read_text())
     assert report["evaluator"] == "random" and set(report["files"]) == {"test", "new_test"}
+
+
+def test_cli_sampling_flags_reach_the_report(model_dir: Path, tmp_path: Path, random_bundled: None) -> None:
+    out = tmp_path / "eval"
+    flags = ["--preset", "unipc-10", "--steps", "2", "--guidance", "2", "--guidance-rescale", "0.5",
+             "--guidance-mode", "composable", "--conditions", "test", "--device", "cpu"]  # fmt: skip
+    assert main(["-q", "evaluate", "--model", str(model_dir), "--out", str(out), *flags]) == 0
+    sampling = json.loads((out / "report.json").read_text())["sampling"]
+    assert sampling == {
+        "method": "unipc", "num_inference_steps": 2, "guidance_scale": 2.0, "guidance_rescale": 0.5,
+        "guidance_mode": "composable", "preset": "unipc-10", "compile": False, "image_size": SIZE, "device": "cpu",
+    }
+    assert "preset unipc-10" in (out / "report.md").read_text()
+    sampler = DDPMSampler.from_pretrained(model_dir)
+    expected = sampler.sample(
+        load_conditions("test"), preset="unipc-10", num_inference_steps=2, guidance_scale=2.0,
+        guidance_rescale=0.5, guidance_mode="composable", seed=0, progress=False,
+    ).images  # fmt: skip
+    for i in (0, 31):
+        saved = ((expected[i].clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
+        torch.testing.assert_close(_read(out / "images" / "test" / f"{i}.png"), saved, atol=1e-6, rtol=0)
 
 
 def test_cli_default_output_folder_and_seeds(

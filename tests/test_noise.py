@@ -88,3 +88,65 @@ def test_config_validation_and_scheduler_config() -> None:
     assert scheduler["beta_schedule"] == "squaredcos_cap_v2"
     assert scheduler["prediction_type"] == "v_prediction"
     assert NoiseConfig.from_json(config.to_json()) == config
+
+
+def reference_snr(t: torch.Tensor) -> torch.Tensor:
+    """SNR = abar / (1 - abar) of the default linear schedule, from its definition in float64."""
+    abar = torch.cumprod(1 - reference_betas("linear", 1000), dim=0)[t]
+    return abar / (1 - abar)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_min_snr_weights_match_a_hand_computation(prediction_type: str) -> None:
+    process = NoiseProcess(prediction_type=prediction_type)
+    t, gamma = torch.tensor([0, 50, 200, 500, 999]), 5.0
+    snr = reference_snr(t)
+    clipped = torch.clamp(snr, max=gamma)
+    expected = clipped / snr if prediction_type == "epsilon" else clipped / (snr + 1)
+    weights = process.loss_weights(t, gamma)
+    assert weights.dtype == torch.float32 and weights.shape == (5,)
+    torch.testing.assert_close(weights.double(), expected, rtol=2e-3, atol=1e-6)
+    # Spot values: at t = 0 the SNR is about 1e4, so epsilon's weight is gamma / SNR.
+    if prediction_type == "epsilon":
+        assert weights[0].item() == pytest.approx(gamma / snr[0].item(), rel=2e-3)
+        assert weights[-1].item() == 1.0  # SNR(999) = 4e-5 < gamma
+    else:
+        assert weights[-1].item() == pytest.approx(snr[-1].item() / (snr[-1].item() + 1), rel=2e-3)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_weighted_loss_is_the_weighted_mean_of_per_sample_mses(prediction_type: str) -> None:
+    process = NoiseProcess(prediction_type=prediction_type)
+    gen = torch.Generator().manual_seed(1)
+    x0, eps, pred = (torch.randn(4, 3, 4, 4, generator=gen) for _ in range(3))
+    t = torch.tensor([0, 10, 300, 900])
+    per_sample = ((pred - process.target(x0, eps, t)) ** 2).mean(dim=(1, 2, 3))
+    expected = (per_sample * process.loss_weights(t, 2.0)).mean()
+    torch.testing.assert_close(process.training_loss(pred, x0, eps, t, snr_gamma=2.0), expected)
+    # A bf16 prediction (autocast) still gives a float32 loss.
+    loss = process.training_loss(pred.bfloat16(), x0, eps, t, snr_gamma=2.0)
+    assert loss.dtype == torch.float32 and loss.ndim == 0
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_no_gamma_is_exactly_the_plain_mse(prediction_type: str) -> None:
+    process = NoiseProcess(prediction_type=prediction_type)
+    x0, eps, pred = torch.randn(3, 3, 8, 8), torch.randn(3, 3, 8, 8), torch.randn(3, 3, 8, 8)
+    t = torch.tensor([1, 500, 998])
+    plain = torch.nn.functional.mse_loss(pred, process.target(x0, eps, t))
+    assert torch.equal(process.training_loss(pred, x0, eps, t), plain)
+    assert torch.equal(process.training_loss(pred, x0, eps, t, snr_gamma=None), plain)
+    assert torch.equal(process.loss_weights(t), torch.ones(3))
+
+
+def test_large_gamma_leaves_epsilon_weights_at_one_below_it() -> None:
+    process = NoiseProcess()
+    t = torch.arange(1000)
+    gamma = 1000.0
+    snr = reference_snr(t)
+    weights = process.loss_weights(t, gamma)
+    below = snr < gamma * 0.99  # clear of the float32 rounding right at gamma
+    assert below.sum() > 900 and torch.all(weights[below] == 1.0)
+    assert torch.all(weights[snr > gamma * 1.01] < 1.0)
+    with pytest.raises(ValueError, match="snr_gamma"):
+        process.loss_weights(t, 0.0)

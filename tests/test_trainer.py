@@ -19,12 +19,14 @@ from torch.utils.data import DataLoader
 
 from clevr_diffusion import CheckpointMismatchError, ConditionalUNet, DDPMSampler, DDPMTrainer, TrainerConfig
 from clevr_diffusion.training import trainer as trainer_module
+from clevr_diffusion.models.serialization import load_safetensors
 from clevr_diffusion.training.checkpoint import list_checkpoints
 from clevr_diffusion.training.data_order import EpochBatchSampler
 from clevr_diffusion.training.ema import EMA
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_worker import build  # noqa: E402
+from conftest import TINY_UNET  # noqa: E402
+from train_worker import NOISE, build  # noqa: E402
 
 WORKER = Path(__file__).parent / "train_worker.py"
 
@@ -167,6 +169,7 @@ def test_bf16_mixed_precision_on_cpu(tiny_unet, colour_dataset, tmp_path: Path) 
     assert dtypes and set(dtypes) == {torch.bfloat16}  # autocast ran the convolutions in bf16
     assert all(p.dtype == torch.float32 for p in tiny_unet.parameters())  # master weights stay fp32
     assert all(math.isfinite(r["loss"]) for r in trainer.metrics())
+    assert trainer.mixed_precision == "bf16"
 
 
 def test_periodic_sample_grids(tiny_unet, colour_dataset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -236,3 +239,191 @@ def test_two_processes_with_accelerate_launch(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 11))  # one writer, no duplicate lines
     assert (tmp_path / "model" / "model_ema.safetensors").is_file()
+
+
+# --------------------------------------------------------------------------- speed options
+def quick(model: ConditionalUNet, data, out: Path, steps: int, **options) -> DDPMTrainer:  # type: ignore[no-untyped-def]
+    """A few steps of the tiny model, every step logged, no sample grids."""
+    settings = dict(max_steps=steps, batch_size=8, sample_every=-1, log_every=1, warmup_steps=0, checkpoint_every=2)
+    return DDPMTrainer(model, data, NOISE, output_dir=str(out), **{**settings, **options})
+
+
+def loads_strictly(path: Path) -> None:
+    """The weights file holds exactly a fresh tiny ConditionalUNet's keys."""
+    ConditionalUNet(TINY_UNET).load_state_dict(load_safetensors(path), strict=True)
+
+
+def test_speed_options_round_trip_and_old_configs_load(tmp_path: Path) -> None:
+    config = TrainerConfig(mixed_precision="bf16", tf32=False, fused_optimizer=True, channels_last=True, compile=True, snr_gamma=5)
+    config.save(tmp_path / "trainer_config.json")
+    loaded = TrainerConfig.load(tmp_path / "trainer_config.json")
+    assert loaded == config and isinstance(loaded.snr_gamma, float)
+    # A trainer_config.json written before these fields existed loads with their defaults.
+    old = {k: v for k, v in TrainerConfig(mixed_precision="no").to_dict().items()
+           if k not in ("tf32", "fused_optimizer", "channels_last", "compile", "snr_gamma")}
+    restored = TrainerConfig.from_dict(old)
+    assert restored.mixed_precision == "no" and restored.tf32 and restored.fused_optimizer is None
+    assert not restored.channels_last and not restored.compile and restored.snr_gamma is None
+    assert TrainerConfig().mixed_precision == "auto"
+    with pytest.raises(ValueError, match="mixed_precision"):
+        TrainerConfig(mixed_precision="fp8")
+    with pytest.raises(ValueError, match="snr_gamma"):
+        TrainerConfig(snr_gamma=0.0)
+
+
+def test_automatic_choices_per_device() -> None:
+    auto = TrainerConfig()
+    assert auto.resolve_mixed_precision("cuda", bf16_supported=True) == "bf16"
+    assert auto.resolve_mixed_precision("cuda", bf16_supported=False) == "no"
+    assert auto.resolve_mixed_precision("cpu", bf16_supported=True) == "no"
+    assert TrainerConfig(mixed_precision="fp16").resolve_mixed_precision("cpu", False) == "fp16"
+    assert auto.use_fused_optimizer("cuda") and not auto.use_fused_optimizer("cpu")
+    assert TrainerConfig(fused_optimizer=True).use_fused_optimizer("cpu")
+    assert not TrainerConfig(fused_optimizer=False).use_fused_optimizer("cuda")
+
+
+def test_cpu_defaults_leave_speed_options_off(tiny_unet, colour_dataset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    trainer = quick(tiny_unet, colour_dataset, tmp_path, 1, cpu=True)
+    assert trainer.mixed_precision == "no" and trainer.accelerator.device.type == "cpu"
+    assert not trainer._make_optimizer().param_groups[0]["fused"]
+
+
+def test_fused_adamw_resumes_exactly_and_either_way(colour_dataset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    def run(out: Path, steps: int, fused: bool | None) -> DDPMTrainer:
+        torch.manual_seed(0)
+        trainer = quick(ConditionalUNet(TINY_UNET), colour_dataset, out, steps, fused_optimizer=fused, cpu=True)
+        trainer.train()
+        return trainer
+
+    straight = run(tmp_path / "straight", 4, True)
+    run(tmp_path / "resumed", 2, True)
+    resumed = run(tmp_path / "resumed", 4, True)
+    assert losses(resumed) == losses(straight)
+    assert same_weights(resumed.model.state_dict(), straight.model.state_dict())
+    # A checkpoint of the unfused optimiser resumes with the fused kernel the config asks for.
+    run(tmp_path / "switch", 2, False)
+    torch.manual_seed(0)
+    switched = quick(ConditionalUNet(TINY_UNET), colour_dataset, tmp_path / "switch", 4, fused_optimizer=True, cpu=True)
+    optimizer = switched._make_optimizer()
+    switched._load_checkpoint(list_checkpoints(tmp_path / "switch" / "checkpoints")[-1], optimizer)
+    assert optimizer.param_groups[0]["fused"] is True
+    first = next(iter(optimizer.state.values()))
+    assert first["step"].dtype == torch.float32 and int(first["step"]) == 2
+    switched.train()
+    assert len(losses(switched)) == 4 and all(math.isfinite(x) for x in losses(switched))
+
+
+def test_channels_last_training(colour_dataset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    def run(out: Path, channels_last: bool) -> tuple[DDPMTrainer, list[bool]]:
+        torch.manual_seed(0)
+        model = ConditionalUNet(TINY_UNET)
+        layouts: list[bool] = []
+        hook = model.input_conv.register_forward_hook(
+            lambda m, args, out: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))
+        )
+        trainer = quick(model, colour_dataset, out, 3, channels_last=channels_last)
+        trainer.train()
+        hook.remove()
+        return trainer, layouts
+
+    plain, _ = run(tmp_path / "plain", False)
+    nhwc, layouts = run(tmp_path / "nhwc", True)
+    assert layouts and all(layouts)
+    assert all(p.is_contiguous() for p in nhwc.model.parameters())  # handed back in the usual layout
+    assert losses(nhwc) == pytest.approx(losses(plain), rel=1e-4)
+    loads_strictly(nhwc.model_dir / "model.safetensors")
+    loads_strictly(nhwc.model_dir / "model_ema.safetensors")
+
+
+def test_compiled_run_saves_plain_keys_and_resumes(colour_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    # Dynamo's "eager" backend traces and wraps the model exactly as inductor does (the
+    # `_orig_mod` wrapper whose keys must not leak) but skips C++ code generation, which takes
+    # minutes on a 2-core CPU; test_inductor_compiled_run covers inductor itself.
+    compiled: list[torch.nn.Module] = []
+    real_compile = torch.compile
+
+    def eager_compile(model: torch.nn.Module) -> torch.nn.Module:
+        compiled.append(real_compile(model, backend="eager"))
+        return compiled[-1]
+
+    monkeypatch.setattr(trainer_module.torch, "compile", eager_compile)
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    trainer = quick(ConditionalUNet(TINY_UNET), colour_dataset, tmp_path, 2, compile=True)
+    trainer.train()
+    assert compiled and hasattr(compiled[0], "_orig_mod")
+    assert not [k for k in trainer.ema.state_dict() if "_orig_mod" in k]
+    loads_strictly(trainer.model_dir / "model.safetensors")
+    loads_strictly(trainer.model_dir / "model_ema.safetensors")
+    checkpoint = list_checkpoints(tmp_path / "checkpoints")[-1]
+    loads_strictly(checkpoint / "model.safetensors")
+    loads_strictly(checkpoint / "ema.safetensors")
+    torch.manual_seed(0)
+    resumed = quick(ConditionalUNet(TINY_UNET), colour_dataset, tmp_path, 4, compile=True)
+    resumed.train()
+    assert [r["step"] for r in resumed.metrics()] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("cc") is None, reason="torch.compile (inductor) on the CPU needs a C++ compiler (cc)")
+@pytest.mark.skipif(
+    os.environ.get("CLEVR_DIFFUSION_TEST_INDUCTOR") != "1",
+    reason="inductor compiles the tiny UNet in about 140 s on the 2-core development machine, over the "
+    "suite's budget; set CLEVR_DIFFUSION_TEST_INDUCTOR=1 to run it",
+)
+def test_inductor_compiled_run(colour_dataset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    trainer = quick(ConditionalUNet(TINY_UNET), colour_dataset, tmp_path, 2, compile=True)
+    trainer.train()
+    loads_strictly(trainer.model_dir / "model.safetensors")
+    loads_strictly(trainer.model_dir / "model_ema.safetensors")
+
+
+def test_snr_gamma_reaches_the_loss(tiny_unet, colour_dataset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    trainer = quick(tiny_unet, colour_dataset, tmp_path, 2, snr_gamma=5.0)
+    gammas: list[float | None] = []
+    training_loss = trainer.noise.training_loss
+
+    def recording_loss(*args, snr_gamma=None):  # type: ignore[no-untyped-def]
+        gammas.append(snr_gamma)
+        return training_loss(*args, snr_gamma=snr_gamma)
+
+    trainer.noise.training_loss = recording_loss  # type: ignore[method-assign]
+    trainer.train()
+    assert gammas == [5.0, 5.0]
+    assert all(math.isfinite(x) for x in losses(trainer))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_defaults_bf16_tf32_fused_and_options(colour_dataset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    trainer = quick(ConditionalUNet(TINY_UNET), colour_dataset, tmp_path, 4, channels_last=True, snr_gamma=5.0)
+    assert trainer.accelerator.device.type == "cuda"
+    assert trainer.mixed_precision == ("bf16" if torch.cuda.is_bf16_supported() else "no")
+    assert trainer._make_optimizer().param_groups[0]["fused"] is True
+    trainer.train()
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert all(math.isfinite(x) for x in losses(trainer))
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    loads_strictly(trainer.model_dir / "model_ema.safetensors")
+    torch.manual_seed(0)
+    resumed = quick(ConditionalUNet(TINY_UNET), colour_dataset, tmp_path, 6, channels_last=True, snr_gamma=5.0)
+    resumed.train()
+    assert [r["step"] for r in resumed.metrics()] == list(range(1, 7))
+
+
+@pytest.mark.parametrize(("name", "machines", "processes"), [("multi_gpu.yaml", 1, 8), ("multi_node.yaml", 2, 16)])
+def test_example_accelerate_configs(name: str, machines: int, processes: int) -> None:
+    import yaml
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "accelerate" / name
+    raw = yaml.safe_load(path.read_text())
+    assert {"compute_environment", "distributed_type", "num_processes", "num_machines", "mixed_precision"} <= raw.keys()
+    config = ClusterConfig.from_yaml_file(str(path))  # what `accelerate launch --config_file` reads; rejects unknown keys
+    assert config.distributed_type == "MULTI_GPU" and config.compute_environment == "LOCAL_MACHINE"
+    assert (config.num_machines, config.num_processes, config.mixed_precision) == (machines, processes, "bf16")
+    if machines > 1:
+        assert config.main_process_ip and config.main_process_port and config.machine_rank == 0

@@ -16,7 +16,7 @@ from clevr_diffusion import TrainerConfig
 from clevr_diffusion.utils.config import JsonConfig
 from clevr_diffusion.utils.images import make_grid, save_grid, to_pil, to_uint8
 from clevr_diffusion.utils.io import atomic_path, atomic_write_json, atomic_write_text
-from clevr_diffusion.utils.plotting import plot_curve
+from clevr_diffusion.utils.plotting import PALETTE, plot_bars, plot_curve, plot_lines
 
 
 def test_atomic_write_replaces_whole_file(tmp_path: Path) -> None:
@@ -105,6 +105,30 @@ def test_plot_curve_writes_png(tmp_path: Path) -> None:
     image = Image.open(path)
     assert image.size == (640, 400)
     assert len(image.convert("RGB").getcolors(maxcolors=1 << 16) or []) > 2  # something was drawn
+
+
+def _has_colour(image: Image.Image, colour: tuple[int, int, int]) -> bool:
+    return any(c == colour for _, c in image.convert("RGB").getcolors(maxcolors=1 << 18) or [])
+
+
+def test_plot_lines_draws_every_series_in_its_colour(tmp_path: Path) -> None:
+    series = {f"s{i}": ([10, 20, 50], [0.1 * i, 0.2, 0.3]) for i in range(3)}
+    image = Image.open(plot_lines(series, tmp_path / "l.png", "t", "steps", "acc", log_x=True, y_range=(0, 1)))
+    assert image.size == (720, 440)
+    assert all(_has_colour(image, PALETTE[i]) for i in range(3))
+    assert not _has_colour(image, PALETTE[3])
+
+
+def test_plot_bars_lengths_follow_values(tmp_path: Path) -> None:
+    image = Image.open(plot_bars({"a": 4.0, "b": 1.0}, tmp_path / "b.png", "t", "s")).convert("RGB")
+    assert image.size == (720, 60 + 2 * 26)
+
+    def bar_length(colour: tuple[int, int, int]) -> int:
+        row = [image.getpixel((x, y)) for y in range(image.height) for x in range(image.width)]
+        return sum(1 for c in row if c == colour)
+
+    ratio = bar_length(PALETTE[0]) / bar_length(PALETTE[1])
+    assert 3.5 < ratio < 4.5  # bar areas scale with the values
 
 
 def test_atomic_files_get_ordinary_permissions(tmp_path: Path) -> None:

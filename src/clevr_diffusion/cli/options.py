@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..diffusion.schedulers import SAMPLING_METHODS
+from ..diffusion.guidance import GUIDANCE_MODES
+from ..diffusion.schedulers import SAMPLING_METHODS, SAMPLING_PRESETS
 
 __all__ = ["add_model_option", "add_sampling_options", "model_location", "parse_int_tuple"]
 
@@ -39,17 +40,45 @@ def add_model_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_sampling_options(parser: argparse.ArgumentParser) -> None:
-    """Add --method, --steps, --guidance and --seed."""
+    """Add --preset, --method, --steps, --guidance, --guidance-rescale, --guidance-mode, --compile and --seed."""
     group = parser.add_argument_group("sampling")
+    group.add_argument(
+        "--preset",
+        choices=tuple(SAMPLING_PRESETS),
+        default=None,
+        help="a named solver and step count: ddpm-1000 (slowest, the DDPM paper's), ddim-50, dpm++-20 or "
+        "unipc-10 (fastest); --method and --steps override its parts",
+    )
     group.add_argument(
         "--method",
         choices=SAMPLING_METHODS,
         default=None,
-        help="solver: ddpm (1000 ancestral steps, the DDPM paper's), ddim (50 steps) or dpm++ "
-        "(20 steps); default: the model's saved setting",
+        help="solver: ddpm (1000 ancestral steps, the DDPM paper's), ddim (50 steps), dpm++ "
+        "(20 steps) or unipc (10 steps); default: the preset's, else the model's saved setting",
     )
-    group.add_argument("--steps", type=int, default=None, help="denoising steps (default: per method)")
+    group.add_argument("--steps", type=int, default=None, help="denoising steps (default: per preset or method)")
     group.add_argument(
         "--guidance", type=float, default=None, help="classifier-free guidance scale; 1 = off (default: the model's)"
+    )
+    group.add_argument(
+        "--guidance-rescale",
+        type=float,
+        default=None,
+        metavar="PHI",
+        help="guidance rescale in [0, 1] against over-saturation at large --guidance (Lin et al. 2023); "
+        "0 = off (default: the model's)",
+    )
+    group.add_argument(
+        "--guidance-mode",
+        choices=GUIDANCE_MODES,
+        default=None,
+        help="joint: one guided pass with the whole label set; composable: one pass per object, "
+        "guidance directions summed (Liu et al. 2022) (default: the model's, joint)",
+    )
+    group.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the network with torch.compile (CUDA graphs on CUDA); the first batch pays "
+        "the compile time",
     )
     group.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same images")

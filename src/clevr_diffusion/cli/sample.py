@@ -24,7 +24,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
             "examples:\n"
             "  clevr-diffusion sample --model runs/demo/model --conditions test --out test.png\n"
             '  clevr-diffusion sample --model runs/demo/model --labels "red sphere, cyan cube" '
-            '--labels "gray cylinder" --out two.png --method dpm++ --guidance 2'
+            '--labels "gray cylinder" --out two.png --method dpm++ --guidance 2\n'
+            "  clevr-diffusion sample --model runs/demo/model --conditions test --preset unipc-10 "
+            "--guidance 3 --guidance-rescale 0.7 --guidance-mode composable"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -60,12 +62,15 @@ def run(args: argparse.Namespace) -> int:
         label_sets = [[name.strip() for name in item.split(",") if name.strip()] for item in args.labels]
     else:
         label_sets = load_conditions(args.conditions)
-    sampler = DDPMSampler.from_pretrained(args.model, device=args.device, revision=args.revision)
+    sampler = DDPMSampler.from_pretrained(args.model, device=args.device, revision=args.revision, compile=args.compile)
     output = sampler.sample(
         label_sets,
+        preset=args.preset,
         method=args.method,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
+        guidance_rescale=args.guidance_rescale,
+        guidance_mode=args.guidance_mode,
         seed=args.seed,
         return_trajectory=args.trajectory is not None,
     )

@@ -13,7 +13,7 @@ from ..data.dataset import ClevrDataset
 from ..data.rendered import RenderedClevrDataset
 from ..diffusion.noise import NoiseConfig
 from ..models.unet import ConditionalUNet
-from ..training.config import TrainerConfig
+from ..training.config import MIXED_PRECISIONS, TrainerConfig
 from ..training.trainer import DDPMTrainer
 from .options import parse_int_tuple
 
@@ -38,7 +38,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
             "machines, start it with `accelerate launch -m clevr_diffusion.cli train ...`.\n\n"
             "example:\n"
             "  clevr-diffusion train --data iclevr/ --output-dir runs/base --steps 20000 "
-            "--batch-size 64 --mixed-precision bf16\n"
+            "--batch-size 64\n"
+            "  clevr-diffusion train --data iclevr/ --output-dir runs/gpu --snr-gamma 5 --compile  "
+            "# on a GPU\n"
+            "  clevr-diffusion train --data iclevr/ --output-dir runs/cpu --image-size 32 "
+            "--mixed-precision bf16  # a CPU with bf16 instructions\n"
             "  clevr-diffusion train --render-data 6003 --output-dir runs/rendered --steps 20000"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -91,9 +95,34 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     opt.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay (default: 0.999)")
     opt.add_argument("--label-dropout", type=float, default=0.1, help="label drop rate for guidance (default: 0.1)")
     opt.add_argument("--no-flip", action="store_true", help="turn off random horizontal flips")
-    opt.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
     opt.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is available")
     opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument(
+        "--snr-gamma",
+        type=float,
+        default=None,
+        metavar="GAMMA",
+        help="min-SNR-gamma loss weighting (Hang et al. 2023; 5 is usual; default: off)",
+    )
+
+    speed = parser.add_argument_group("speed (saved weights are float32 either way)")
+    speed.add_argument(
+        "--mixed-precision",
+        choices=MIXED_PRECISIONS,
+        default="auto",
+        help="autocast precision; auto: bf16 on a GPU that supports it, else no (default: auto)",
+    )
+    speed.add_argument("--no-tf32", action="store_true", help="keep float32 matmuls exact on GPUs (no TF32)")
+    speed.add_argument(
+        "--fused-optimizer",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="AdamW's fused kernel (default: on for GPUs, off on the CPU)",
+    )
+    speed.add_argument("--channels-last", action="store_true", help="channels-last (NHWC) memory layout")
+    speed.add_argument(
+        "--compile", action="store_true", help="torch.compile the model (slow first step; needs a C++ compiler on CPU)"
+    )
 
     out = parser.add_argument_group("outputs")
     out.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (default: 1000)")
@@ -124,10 +153,24 @@ def run(args: argparse.Namespace) -> int:
         sample_size=args.image_size,
     )
     logger.info("ConditionalUNet with %.2f M parameters", model.num_parameters / 1e6)
-    noise = NoiseConfig(
+    trainer = DDPMTrainer(model, dataset, noise_config(args), trainer_config(args))
+    model_dir = trainer.train(resume=not args.no_resume)
+    if trainer.is_main_process:
+        print(f"model: {model_dir}")
+        print(f"loss curve: {args.output_dir / 'loss.png'}")
+    return 0
+
+
+def noise_config(args: argparse.Namespace) -> NoiseConfig:
+    """The noise process the parsed options ask for."""
+    return NoiseConfig(
         num_train_timesteps=args.timesteps, beta_schedule=args.beta_schedule, prediction_type=args.prediction_type
     )
-    config = TrainerConfig(
+
+
+def trainer_config(args: argparse.Namespace) -> TrainerConfig:
+    """The training settings the parsed options ask for."""
+    return TrainerConfig(
         output_dir=str(args.output_dir),
         max_steps=args.steps,
         batch_size=args.batch_size,
@@ -139,6 +182,11 @@ def run(args: argparse.Namespace) -> int:
         label_dropout=args.label_dropout,
         random_flip=not args.no_flip,
         mixed_precision=args.mixed_precision,
+        tf32=not args.no_tf32,
+        fused_optimizer=args.fused_optimizer,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        snr_gamma=args.snr_gamma,
         cpu=args.cpu,
         num_workers=args.num_workers,
         seed=args.seed,
@@ -149,12 +197,6 @@ def run(args: argparse.Namespace) -> int:
         push_every=args.push_every,
         hub_private=args.private,
     )
-    trainer = DDPMTrainer(model, dataset, noise, config)
-    model_dir = trainer.train(resume=not args.no_resume)
-    if trainer.is_main_process:
-        print(f"model: {model_dir}")
-        print(f"loss curve: {args.output_dir / 'loss.png'}")
-    return 0
 
 
 def _dataset(args: argparse.Namespace) -> ClevrDataset | RenderedClevrDataset:

@@ -135,13 +135,71 @@ class NoiseProcess:
             return noise
         return self.scheduler.get_velocity(x0, noise, t.to(x0.device))
 
+    def snr(self, t: torch.Tensor) -> torch.Tensor:
+        """Signal-to-noise ratio ``abar_t / (1 - abar_t)`` of timesteps ``t``.
+
+        Args:
+            t: (B,) int64 timesteps in [0, T).
+
+        Returns:
+            (B,) float32 SNRs in (0, inf), on the device of ``t`` (the ratio is formed in
+            float64, so no extra rounding is added to the float32 ``abar_t``).
+        """
+        abar = self.alphas_cumprod.to(device=t.device, dtype=torch.float64)[t]
+        return (abar / (1.0 - abar)).float()
+
+    def loss_weights(self, t: torch.Tensor, snr_gamma: float | None = None) -> torch.Tensor:
+        """Per-sample loss weights of min-SNR weighting (Hang et al. 2023).
+
+        Min-SNR-gamma weights the MSE of sample i by ``min(SNR_i, gamma) / SNR_i`` for epsilon
+        prediction and ``min(SNR_i, gamma) / (SNR_i + 1)`` for v-prediction: both turn the
+        per-timestep loss into the x0-space loss with its weight clipped at gamma, so the
+        easy low-noise timesteps stop dominating the gradient.
+
+        Args:
+            t: (B,) int64 timesteps in [0, T).
+            snr_gamma: The clip gamma (> 0; the paper uses 5). ``None``: no weighting.
+
+        Returns:
+            (B,) float32 weights in (0, 1], on the device of ``t``; all ones without gamma.
+
+        Raises:
+            ValueError: If ``snr_gamma`` is not positive.
+        """
+        if snr_gamma is None:
+            return torch.ones(t.shape, dtype=torch.float32, device=t.device)
+        if not snr_gamma > 0:
+            raise ValueError(f"snr_gamma must be > 0, got {snr_gamma}")
+        snr = self.snr(t)
+        if self.config.prediction_type == "epsilon":
+            # min(SNR, gamma) / SNR written as min(1, gamma / SNR): no 0/0 if an SNR underflows.
+            return torch.clamp(snr_gamma / snr, max=1.0)
+        return torch.clamp(snr, max=snr_gamma) / (snr + 1.0)
+
     def training_loss(
-        self, prediction: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+        self,
+        prediction: torch.Tensor,
+        x0: torch.Tensor,
+        noise: torch.Tensor,
+        t: torch.Tensor,
+        snr_gamma: float | None = None,
     ) -> torch.Tensor:
         """Mean squared error between ``prediction`` and `target`, computed in float32.
 
+        Args:
+            prediction: (B, C, H, W) network output, any float dtype (bf16 under autocast).
+            x0: (B, C, H, W) clean images in [-1, 1].
+            noise: (B, C, H, W) the noise that made ``x_t``.
+            t: (B,) int64 timesteps in [0, T).
+            snr_gamma: Min-SNR-gamma weighting (see `loss_weights`): the MSE of each sample
+                (mean over its pixels) times its weight, averaged over the batch. ``None``:
+                the plain MSE over all elements.
+
         Returns:
-            A scalar tensor.
+            A float32 scalar tensor.
         """
-        target = self.target(x0, noise, t)
-        return torch.nn.functional.mse_loss(prediction.float(), target.float())
+        target = self.target(x0, noise, t).float()
+        if snr_gamma is None:
+            return torch.nn.functional.mse_loss(prediction.float(), target)
+        per_sample = (prediction.float() - target).square().flatten(1).mean(dim=1)
+        return (per_sample * self.loss_weights(t.to(per_sample.device), snr_gamma)).mean()

@@ -1,4 +1,4 @@
-"""Drawing images from a trained model: DDPM, DDIM or DPM-Solver++ with classifier-free guidance."""
+"""Drawing images from a trained model: DDPM, DDIM, DPM-Solver++ or UniPC with classifier-free guidance."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,9 @@ from ..models.unet import ConditionalUNet
 from ..utils.config import JsonConfig
 from ..utils.images import save_grid, save_images, to_pil
 from ..utils.io import atomic_write_json
+from .guidance import GuidanceBatch, GuidanceMode, plan_guidance, validate_guidance
 from .noise import SCHEDULER_CONFIG_NAME, NoiseConfig
-from .schedulers import DEFAULT_STEPS, SAMPLING_METHODS, build_scheduler
+from .schedulers import DEFAULT_STEPS, SAMPLING_METHODS, build_scheduler, parse_preset
 
 __all__ = ["DDPMSampler", "SampleOutput", "SamplingConfig"]
 
@@ -38,13 +39,20 @@ class SamplingConfig(JsonConfig):
     """Default sampling settings stored with a model (``sampler_config.json``).
 
     Attributes:
-        method: ``"ddpm"``, ``"ddim"`` or ``"dpm++"``.
-        num_inference_steps: Denoising steps (``None``: 1000 for DDPM, 50 for DDIM, 20 for
-            DPM-Solver++).
+        method: ``"ddpm"``, ``"ddim"``, ``"dpm++"`` or ``"unipc"``.
+        num_inference_steps: Denoising steps (``None``: the preset's, else 1000 for DDPM, 50
+            for DDIM, 20 for DPM-Solver++, 10 for UniPC).
         guidance_scale: Classifier-free guidance scale; 1 is plain conditional sampling, larger
             values follow the labels more closely.
         image_size: Side of the square images drawn (``None``: the model's ``sample_size``).
-        batch_size: Images per forward pass (larger requests are split).
+        batch_size: Images per sampling batch (larger requests are split). The model sees
+            twice as many rows with joint guidance, and objects + images with composable.
+        preset: A name from `SAMPLING_PRESETS` such as ``"dpm++-20"``, or ``None``. It sets
+            `method` (a different, explicitly given method is an error) and, when
+            `num_inference_steps` is ``None``, the step count.
+        guidance_rescale: Guidance rescale phi in [0, 1] (Lin et al. 2023); 0 is off.
+        guidance_mode: ``"joint"`` (one conditional pass with the whole label set) or
+            ``"composable"`` (one pass per object, Liu et al. 2022).
     """
 
     method: str = "ddpm"
@@ -52,16 +60,57 @@ class SamplingConfig(JsonConfig):
     guidance_scale: float = 1.0
     image_size: int | None = None
     batch_size: int = 64
+    preset: str | None = None
+    guidance_rescale: float = 0.0
+    guidance_mode: GuidanceMode = "joint"
 
     def __post_init__(self) -> None:
+        if self.preset is not None:
+            self._apply_preset()
         if self.method not in SAMPLING_METHODS:
             raise ValueError(f"unknown sampling method {self.method!r}; choose one of {SAMPLING_METHODS}")
         if self.num_inference_steps is not None and self.num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
-        if self.guidance_scale < 0:
-            raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
+        validate_guidance(self.guidance_scale, self.guidance_rescale, self.guidance_mode)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    def _apply_preset(self) -> None:
+        """Normalise `preset` and make `method` agree with it."""
+        assert self.preset is not None
+        preset_method, _ = parse_preset(self.preset)
+        self.preset = self.preset.strip().lower()
+        default_method = next(f.default for f in fields(self) if f.name == "method")
+        if self.method not in (preset_method, default_method):
+            raise ValueError(
+                f"preset {self.preset!r} samples with {preset_method!r}, but method={self.method!r}; "
+                "give one or the other"
+            )
+        self.method = preset_method
+
+    def replace(self, **changes: Any) -> SamplingConfig:
+        """A copy with some fields changed; a new preset brings its method, a new method drops the preset."""
+        if changes.get("preset") is not None and "method" not in changes:
+            changes["method"] = parse_preset(changes["preset"])[0]
+        elif "method" in changes and "preset" not in changes:
+            changes["preset"] = None
+        return super().replace(**changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of the fields; the guidance and preset settings only when not default.
+
+        Leaving the newer settings out at their defaults keeps ``sampler_config.json`` files
+        readable by clevr-diffusion versions that predate them; `from_dict` restores them.
+        """
+        data = super().to_dict()
+        for name, default in _OPTIONAL_DEFAULTS.items():
+            if data[name] == default:
+                del data[name]
+        return data
+
+
+_OPTIONAL_DEFAULTS: dict[str, Any] = {"preset": None, "guidance_rescale": 0.0, "guidance_mode": "joint"}
+"""`SamplingConfig` fields added after the first release, with the values that are left out of files."""
 
 
 @dataclass
@@ -113,6 +162,11 @@ class DDPMSampler(PushToHubMixin):
         config: Default sampling settings; per-call arguments of `sample` override them.
         vocabulary: Label vocabulary (default: i-CLEVR's 24 objects).
         device: Where to run (default: the model's device).
+        compile: Run the network through ``torch.compile`` while sampling (mode
+            ``"reduce-overhead"``, i.e. CUDA graphs, on CUDA; the default mode elsewhere). The
+            first call compiles (seconds to minutes); later calls with the same batch shapes
+            reuse the compiled module, which is cached on the sampler. Off by default. May be
+            switched later through the ``compile`` attribute.
     """
 
     def __init__(
@@ -122,7 +176,11 @@ class DDPMSampler(PushToHubMixin):
         config: SamplingConfig | None = None,
         vocabulary: Vocabulary | None = None,
         device: str | torch.device | None = None,
+        compile: bool = False,  # noqa: A002 - mirrors torch.compile
     ) -> None:
+        self.compile = compile
+        # (compiled module, the model and device type it was compiled for)
+        self._compiled: tuple[torch.nn.Module, ConditionalUNet, str] | None = None
         self.model = model.eval()
         self.noise_config = noise_config or NoiseConfig()
         self.config = config or SamplingConfig()
@@ -139,6 +197,22 @@ class DDPMSampler(PushToHubMixin):
     def device(self) -> torch.device:
         """The device the model runs on."""
         return next(self.model.parameters()).device
+
+    def network(self) -> torch.nn.Module:
+        """The module the sampling loop calls: `model`, or its cached compiled version.
+
+        The compiled module is rebuilt only when `model` is replaced or moves to another kind
+        of device (CUDA graphs are CUDA-only).
+        """
+        if not self.compile:
+            return self.model
+        device_type = self.device.type
+        cached = self._compiled
+        if cached is None or cached[1] is not self.model or cached[2] != device_type:
+            mode = "reduce-overhead" if device_type == "cuda" else None
+            cached = (torch.compile(self.model, mode=mode), self.model, device_type)
+            self._compiled = cached
+        return cached[0]
 
     # ----------------------------------------------------------------------------- saving
     def save_pretrained(self, folder: str | os.PathLike[str], ema_state_dict: dict[str, torch.Tensor] | None = None) -> Path:
@@ -172,6 +246,7 @@ class DDPMSampler(PushToHubMixin):
         cache_dir: str | os.PathLike[str] | None = None,
         local_files_only: bool = False,
         force_download: bool = False,
+        compile: bool = False,  # noqa: A002 - mirrors torch.compile
     ) -> DDPMSampler:
         """Load a sampler saved by `save_pretrained` (or by the trainer), from a folder or the Hub.
 
@@ -189,6 +264,7 @@ class DDPMSampler(PushToHubMixin):
             cache_dir: Download cache (default: the Hub cache under ``HF_HOME``).
             local_files_only: Load from the cache only, never the network.
             force_download: Download again even if cached.
+            compile: Compile the network for sampling (see `DDPMSampler`).
 
         Raises:
             FileNotFoundError: If the folder or repo is missing (or not cached while
@@ -220,7 +296,7 @@ class DDPMSampler(PushToHubMixin):
             config = SamplingConfig.from_dict(saved.get("sampling", {}))
             if "vocabulary" in saved:
                 vocabulary = Vocabulary(saved["vocabulary"])
-        return cls(model, noise, config, vocabulary, device)
+        return cls(model, noise, config, vocabulary, device, compile=compile)
 
     # ---------------------------------------------------------------------------- sampling
     def encode(self, labels: Labels) -> tuple[torch.Tensor, list[list[str]]]:
@@ -235,38 +311,42 @@ class DDPMSampler(PushToHubMixin):
         lists = [list(item) for item in labels]
         return self.vocabulary.encode_batch(lists), [[self.vocabulary.normalize(n) for n in item] for item in lists]
 
+    def _predict(self, network: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, plan: GuidanceBatch) -> torch.Tensor:
+        """One batched forward of every row of ``plan``, reduced to (B, C, H, W) float32 predictions."""
+        model_in = plan.expand(x)
+        dtype = next(self.model.parameters()).dtype
+        graphs = self.compile and model_in.device.type == "cuda"
+        if graphs:
+            # Each call replays the CUDA graph into the same output buffer: mark the new step
+            # and copy the output before anything keeps it (multistep solvers do).
+            torch.compiler.cudagraph_mark_step_begin()
+        out = network(model_in.to(dtype), t.to(model_in.device).expand(model_in.shape[0]), plan.labels)
+        out = out.clone() if graphs else out
+        return plan.combine(out.float())
+
     @torch.inference_mode()
     def _denoise(
         self,
-        labels: torch.Tensor,
+        plan: GuidanceBatch,
         scheduler: Any,
-        guidance: float,
         size: int,
         generator: torch.Generator | None,
         capture: list[int] | None,
         progress: bool,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         device = self.device
-        dtype = next(self.model.parameters()).dtype
-        batch = labels.shape[0]
-        shape = (batch, self.model.config.in_channels, size, size)
+        shape = (plan.num_images, self.model.config.in_channels, size, size)
         # Initial noise comes from a CPU generator so a seed gives the same images everywhere.
         x = torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
         x = x * scheduler.init_noise_sigma
-        labels = labels.to(device)
-        guided = guidance != 1.0
-        model_labels = torch.cat([labels, torch.zeros_like(labels)]) if guided else labels
+        plan = plan.to(device)
+        network = self.network()
         frames = [x.float().cpu()] if capture is not None else []
         # DDPM's step draws fresh noise and takes our generator; deterministic solvers do not.
         takes_generator = "generator" in inspect.signature(scheduler.step).parameters
         step_kwargs = {"generator": generator} if takes_generator else {}
         for i, t in enumerate(tqdm(scheduler.timesteps, desc="sampling", leave=False, disable=not progress)):
-            model_in = scheduler.scale_model_input(x, t)
-            model_in = torch.cat([model_in, model_in]) if guided else model_in
-            out = self.model(model_in.to(dtype), t.to(device).expand(model_in.shape[0]), model_labels).float()
-            if guided:
-                cond, uncond = out.chunk(2)
-                out = uncond + guidance * (cond - uncond)
+            out = self._predict(network, scheduler.scale_model_input(x, t), t, plan)
             x = scheduler.step(out, t, x, **step_kwargs).prev_sample
             if capture is not None and i in capture:
                 frames.append(x.float().cpu())
@@ -277,36 +357,72 @@ class DDPMSampler(PushToHubMixin):
         method: str | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
+        preset: str | None = None,
     ) -> tuple[str, int, float]:
         """The method, step count and guidance scale `sample` uses for these arguments.
 
-        ``None`` falls back to `config`, then to the method's default step count (never more
-        than the model's T).
+        Precedence, first given wins: the explicit ``method`` / ``num_inference_steps``; the
+        ``preset``'s; `config`'s (its own ``preset`` included); the method's default step count.
+        A preset's or default step count never exceeds the model's T (``"ddpm-1000"`` on a
+        model trained with T = 50 takes 50 steps); a preset's step count only goes with its
+        own method (``preset="dpm++-20", method="ddim"`` takes DDIM's 50).
 
         Raises:
-            ValueError: For an unknown method or more steps than the model was trained with.
+            ValueError: For an unknown method or preset, or more explicit steps than the model
+                was trained with.
         """
         cfg = self.config
-        method = method or cfg.method
+        limit = self.noise_config.num_train_timesteps
+        if preset is not None:
+            base_method, base_steps = parse_preset(preset)
+        else:
+            base_method = cfg.method
+            base_steps = cfg.num_inference_steps or (
+                min(parse_preset(cfg.preset)[1], limit) if cfg.preset is not None else None
+            )
+        method = method or base_method
         if method not in SAMPLING_METHODS:
             raise ValueError(f"unknown sampling method {method!r}; choose one of {', '.join(SAMPLING_METHODS)}")
-        steps = num_inference_steps or (cfg.num_inference_steps if method == cfg.method else None)
-        steps = steps or min(DEFAULT_STEPS[method], self.noise_config.num_train_timesteps)
-        if steps > self.noise_config.num_train_timesteps:
+        if num_inference_steps is not None:
+            steps = num_inference_steps
+        elif method == base_method and base_steps is not None:
+            steps = base_steps if preset is None else min(base_steps, limit)
+        else:
+            steps = min(DEFAULT_STEPS[method], limit)
+        if steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {steps}")
+        if steps > limit:
             raise ValueError(
-                f"num_inference_steps={steps} exceeds the {self.noise_config.num_train_timesteps} "
+                f"num_inference_steps={steps} exceeds the {limit} "
                 "diffusion steps the model was trained with; use at most that many"
             )
         guidance = cfg.guidance_scale if guidance_scale is None else float(guidance_scale)
         return method, steps, guidance
 
+    def resolve_guidance(
+        self, guidance_rescale: float | None = None, guidance_mode: str | None = None
+    ) -> tuple[float, str]:
+        """The guidance rescale and mode `sample` uses: the arguments, else `config`'s.
+
+        Raises:
+            ValueError: For a rescale outside [0, 1] or an unknown mode.
+        """
+        cfg = self.config
+        rescale = cfg.guidance_rescale if guidance_rescale is None else float(guidance_rescale)
+        mode = guidance_mode or cfg.guidance_mode
+        validate_guidance(0.0, rescale, mode)
+        return rescale, mode
+
     def sample(
         self,
         labels: Labels,
         *,
+        preset: str | None = None,
         method: str | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
+        guidance_rescale: float | None = None,
+        guidance_mode: str | None = None,
         image_size: int | None = None,
         generator: torch.Generator | None = None,
         seed: int | None = None,
@@ -316,12 +432,29 @@ class DDPMSampler(PushToHubMixin):
     ) -> SampleOutput:
         """Draw one image for each label set.
 
+        Each denoising step makes exactly one batched call of the network, whatever the
+        guidance: B rows without guidance, 2B with joint guidance, (objects + B) with
+        composable guidance.
+
         Args:
             labels: B label lists such as ``[["red sphere", "cyan cube"], ["gray cylinder"]]``,
                 or a (B, 24) multi-hot tensor.
-            method: ``"ddpm"``, ``"ddim"`` or ``"dpm++"`` (default from `config`).
-            num_inference_steps: Denoising steps (default from `config`, then per method).
-            guidance_scale: Classifier-free guidance scale (1: none).
+            preset: A name from `SAMPLING_PRESETS` (``"ddpm-1000"``, ``"ddim-50"``,
+                ``"dpm++-20"``, ``"unipc-10"``) setting method and steps; explicit ``method``
+                and ``num_inference_steps`` win over it (see `resolve_settings`).
+            method: ``"ddpm"``, ``"ddim"``, ``"dpm++"`` or ``"unipc"`` (default: the preset's,
+                then `config`'s).
+            num_inference_steps: Denoising steps (default: the preset's, then `config`'s, then
+                per method).
+            guidance_scale: Classifier-free guidance scale w >= 0 (1: none).
+            guidance_rescale: Guidance rescale phi in [0, 1] (Lin et al. 2023): pulls each
+                image's guided prediction back to the conditional prediction's standard
+                deviation, against over-saturation at large w; applied to the model output
+                (noise or velocity). 0 (default from `config`) is off.
+            guidance_mode: ``"joint"`` (the whole label set in one conditional pass) or
+                ``"composable"`` (one pass per object; ``uncond + w * sum_i (cond_i -
+                uncond)``, Liu et al. 2022). Composable always runs the unconditional pass,
+                also at w = 1.
             image_size: Side of the square images (default: the model's ``sample_size``).
             generator: A CPU ``torch.Generator`` for reproducible draws.
             seed: Shortcut for ``generator=torch.Generator().manual_seed(seed)``.
@@ -331,9 +464,14 @@ class DDPMSampler(PushToHubMixin):
 
         Returns:
             A `SampleOutput` whose ``images`` are (B, 3, H, W) in [-1, 1].
+
+        Raises:
+            ValueError: For unknown methods, presets, modes or labels, or out-of-range settings.
         """
         cfg = self.config
-        method, steps, guidance = self.resolve_settings(method, num_inference_steps, guidance_scale)
+        method, steps, guidance = self.resolve_settings(method, num_inference_steps, guidance_scale, preset)
+        rescale, mode = self.resolve_guidance(guidance_rescale, guidance_mode)
+        validate_guidance(guidance, rescale, mode)
         size = image_size or cfg.image_size or self.model.config.sample_size
         if generator is None and seed is not None:
             generator = torch.Generator().manual_seed(seed)
@@ -355,7 +493,8 @@ class DDPMSampler(PushToHubMixin):
             if start:
                 scheduler = build_scheduler(method, self.noise_config.scheduler_config())
                 scheduler.set_timesteps(steps)
-            x, frames = self._denoise(chunk, scheduler, guidance, size, generator, capture, progress)
+            plan = plan_guidance(chunk, guidance, mode, rescale)
+            x, frames = self._denoise(plan, scheduler, size, generator, capture, progress)
             images.append(x)
             if frames:
                 trajectories.append(torch.stack(frames))
@@ -364,4 +503,3 @@ class DDPMSampler(PushToHubMixin):
             output.trajectory = torch.cat(trajectories, dim=1).clamp(-1, 1)
             output.frame_steps = [0] + [i + 1 for i in capture]
         return output
-

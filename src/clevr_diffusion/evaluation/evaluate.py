@@ -156,6 +156,10 @@ class EvaluationResult:
         image_size: Side of the sampled images in pixels.
         device: Device the sampler ran on.
         wall_seconds: Time the whole evaluation took.
+        preset: The sampling preset asked for (``None``: none).
+        guidance_rescale: Guidance rescale phi (0: off).
+        guidance_mode: ``"joint"`` or ``"composable"`` guidance.
+        compiled: Whether the network ran through ``torch.compile``.
     """
 
     files: dict[str, FileEvaluation]
@@ -173,6 +177,10 @@ class EvaluationResult:
     image_size: int
     device: str
     wall_seconds: float = 0.0
+    preset: str | None = None
+    guidance_rescale: float = 0.0
+    guidance_mode: str = "joint"
+    compiled: bool = False
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
     def __getitem__(self, name: str) -> FileEvaluation:
@@ -183,13 +191,20 @@ class EvaluationResult:
         """The seeds drawn (the same for every file)."""
         return next(iter(self.files.values())).seeds if self.files else []
 
+    def guidance(self) -> str:
+        """The guidance settings in words, e.g. ``"guidance 2 (composable, rescale 0.7)"``."""
+        extras = [self.guidance_mode] if self.guidance_mode != "joint" else []
+        extras += [f"rescale {self.guidance_rescale:g}"] if self.guidance_rescale else []
+        return f"guidance {self.guidance_scale:g}" + (f" ({', '.join(extras)})" if extras else "")
+
     def settings(self) -> str:
         """One line: evaluator, sampler settings and seeds."""
         seeds = self.seeds
         drawn = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
+        preset = f" (preset {self.preset})" if self.preset else ""
         return (
-            f"evaluator {self.evaluator}; {self.method}, {self.num_inference_steps} steps, "
-            f"guidance {self.guidance_scale:g}, {self.image_size} px; {drawn}"
+            f"evaluator {self.evaluator}; {self.method}, {self.num_inference_steps} steps{preset}, "
+            f"{self.guidance()}, {self.image_size} px{', compiled' if self.compiled else ''}; {drawn}"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -204,6 +219,10 @@ class EvaluationResult:
                 "method": self.method,
                 "num_inference_steps": self.num_inference_steps,
                 "guidance_scale": self.guidance_scale,
+                "guidance_rescale": self.guidance_rescale,
+                "guidance_mode": self.guidance_mode,
+                "preset": self.preset,
+                "compile": self.compiled,
                 "image_size": self.image_size,
                 "device": self.device,
             },
@@ -235,8 +254,10 @@ def _markdown(result: EvaluationResult) -> str:
         "",
         f"- model: `{result.model}`" if result.model else "- model: (a sampler object)",
         f"- evaluator: {result.evaluator}",
-        f"- sampling: {result.method}, {result.num_inference_steps} steps, guidance "
-        f"{result.guidance_scale:g}, {result.image_size} x {result.image_size} px, on {result.device}",
+        f"- sampling: {result.method}, {result.num_inference_steps} steps"
+        + (f" (preset {result.preset})" if result.preset else "")
+        + f", {result.guidance()}, {result.image_size} x {result.image_size} px, on {result.device}"
+        + (" (compiled)" if result.compiled else ""),
         f"- seeds: {', '.join(map(str, result.seeds))}"
         + (" (images and grids below are from the first)" if several else ""),
         f"- clevr-diffusion {__version__}, {result.created}, {result.wall_seconds:.1f} s",
@@ -420,6 +441,11 @@ def evaluate(
     device: str | torch.device | None = None,
     progress: bool = True,
     trajectory_frames: int = 10,
+    *,
+    preset: str | None = None,
+    guidance_rescale: float | None = None,
+    guidance_mode: str | None = None,
+    compile: bool = False,  # noqa: A002 - mirrors torch.compile
 ) -> EvaluationResult:
     """Sample, save and score everything the i-CLEVR benchmark asks for.
 
@@ -437,8 +463,10 @@ def evaluate(
             `ClevrEvaluator.from_checkpoint`) or to weights from ``train-evaluator``
             (``.safetensors``); or ``None`` for the library's bundled evaluator.
         files: Condition files: ``"test"``, ``"new_test"`` or paths to JSON lists of label lists.
-        method: ``"ddpm"``, ``"ddim"`` or ``"dpm++"`` (``None``: the model's saved setting).
-        num_inference_steps: Denoising steps (``None``: the saved setting, then the method's).
+        method: ``"ddpm"``, ``"ddim"``, ``"dpm++"`` or ``"unipc"`` (``None``: the preset's,
+            then the model's saved setting).
+        num_inference_steps: Denoising steps (``None``: the preset's, then the saved setting,
+            then the method's).
         guidance_scale: Classifier-free guidance scale (``None``: the saved setting).
         seed: Seed of the first draw; with the same settings, its images equal those of
             ``DDPMSampler.sample(conditions, seed=seed)``.
@@ -448,6 +476,12 @@ def evaluate(
             a passed sampler and evaluator stay where they are).
         progress: Show progress bars.
         trajectory_frames: Frames of the denoising row, noise and image included.
+        preset: A sampling preset such as ``"dpm++-20"``; explicit ``method`` and
+            ``num_inference_steps`` win over it (`DDPMSampler.resolve_settings`).
+        guidance_rescale: Guidance rescale in [0, 1] (``None``: the saved setting, 0 = off).
+        guidance_mode: ``"joint"`` or ``"composable"`` (``None``: the saved setting).
+        compile: Sample through ``torch.compile`` (`DDPMSampler`'s ``compile``); ``False``
+            leaves a passed sampler's own setting.
 
     Returns:
         An `EvaluationResult`; ``print`` it for a summary.
@@ -483,10 +517,16 @@ def evaluate(
             )
         sampler = DDPMSampler.from_pretrained(folder, device=device or default_device())
         model_path = str(folder.resolve())
+    if compile:
+        sampler.compile = True
     run_device = str(sampler.device)
     ev = load_evaluator(evaluator, device if device is not None else run_device)
-    method, steps, guidance = sampler.resolve_settings(method, num_inference_steps, guidance_scale)
-    settings = dict(method=method, num_inference_steps=steps, guidance_scale=guidance, progress=progress)
+    method, steps, guidance = sampler.resolve_settings(method, num_inference_steps, guidance_scale, preset)
+    rescale, mode = sampler.resolve_guidance(guidance_rescale, guidance_mode)
+    settings = dict(
+        method=method, num_inference_steps=steps, guidance_scale=guidance, guidance_rescale=rescale,
+        guidance_mode=mode, progress=progress,
+    )  # fmt: skip
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -533,6 +573,10 @@ def evaluate(
         guidance_scale=guidance,
         image_size=int(trajectory.images.shape[-1]),
         device=run_device,
+        preset=preset.strip().lower() if preset else None,
+        guidance_rescale=rescale,
+        guidance_mode=mode,
+        compiled=sampler.compile,
     )
     result.wall_seconds = time.perf_counter() - started
     atomic_write_json(result.report_json, result.to_dict())

@@ -14,9 +14,10 @@ are anti-aliased as Blender's are:
 
 Shading (`clevr_diffusion.render.shading`) is costly and only needed where it varies: on
 images up to 128 px wide, one random sample per pixel is shaded on diffuse surfaces (metal
-always at every sample). Each surface's shaded values are then averaged over neighbouring
-pixels with a Gaussian, within that surface only, and weighted by the surface's filtered
-coverage of the pixel: noise is averaged away, outlines stay sharp.
+always at every sample, with four reflection rays). Each surface's shaded values are then
+averaged over neighbouring pixels with a Gaussian (a narrow one on metal, whose reflections
+are sharp), within that surface only, and weighted by the surface's filtered coverage of the
+pixel: noise is averaged away, outlines stay sharp.
 
 Randomness for scene ``i`` of a call is drawn from CPU generators seeded with
 ``(seed, scene_offset + i)``, so a scene renders the same whether alone or in a batch.
@@ -43,11 +44,17 @@ __all__ = ["RenderOutput", "render", "to_uint8"]
 _MAX_SAMPLES = 2**20
 _DIRECT_SIGMA = (1.6, 1.2)
 _INDIRECT_SIGMA = (4.5, 2.0)
-# Gaussian widths on the backdrop and on objects, in pixels at 64 px width (scaled with the
-# width, as the scene's soft shadows and shading are): for the direct light with one shaded
+_METAL_SIGMA = 0.3
+_METAL_SAMPLES = 4
+# Gaussian widths on the backdrop and on rubber objects, in pixels at 64 px width (scaled with
+# the width, as the scene's soft shadows and shading are): for the direct light with one shaded
 # sample per pixel (divided by the square root of the shaded samples per pixel), and for the
 # bounce light. Chosen on the 38 reference scenes at 64 x 64 (supersample 2) and checked at
 # 320 x 240 (4 shaded samples per pixel: MAE 1.41 levels, 1.53 without the scaling).
+# Metal is shaded at every sample and its look is its sharp reflections (black sky above the
+# horizon, the floor below, small lamp highlights): a rubber-sized blur washes them into a
+# uniform gloss that a classifier trained on it cannot match to Blender's metal, so metal only
+# gets a light blur against the noise of its rough lobe.
 
 
 @dataclass
@@ -114,7 +121,7 @@ def _resolve(
     terms: torch.Tensor,
     weights: torch.Tensor,
     ids: torch.Tensor,
-    slots: int,
+    metal: torch.Tensor,
     filters: tuple[tuple[torch.Tensor, torch.Tensor], ...],
     smoothing: tuple[tuple[tuple[torch.Tensor, torch.Tensor], ...], ...],
 ) -> torch.Tensor:
@@ -130,10 +137,10 @@ def _resolve(
         terms: (B, kH, kW, 3 * T) per-sample values of T terms (linear RGB).
         weights: (B, kH, kW) bool: the samples that carry values.
         ids: (B, kH, kW) surface id per sample (object slot, -1 backdrop, -2 sky).
-        slots: K object slots.
+        metal: (B, K) bool: which of the K object slots are metal.
         filters: ((rows (H, kH), cols (W, kW)),): the pixel filter.
-        smoothing: Per term, per surface kind (backdrop, objects): (rows, cols) matrices of
-            the Gaussian times the pixel filter.
+        smoothing: Per term, per surface kind (backdrop, rubber objects, metal objects):
+            (rows, cols) matrices of the Gaussian times the pixel filter.
 
     Returns:
         (B, H, W, 3).
@@ -141,19 +148,26 @@ def _resolve(
     (rows, cols), = filters
     out = terms.new_zeros(terms.shape[0], rows.shape[0], cols.shape[0], 3)
     w = weights.to(terms.dtype)
-    for surface in range(-1, slots):
+    for surface in range(-1, metal.shape[1]):
         mask = (ids == surface).to(terms.dtype)
         if not mask.any():
             continue
         cover = rows @ mask @ cols.T  # (B, H, W)
-        kind = 0 if surface < 0 else 1
         carried = (mask * w)[..., None]
-        for term, per_kind in enumerate(smoothing):
-            r, c = per_kind[kind]
-            stack = torch.cat([terms[..., 3 * term : 3 * term + 3] * carried, carried], dim=-1).permute(0, 3, 1, 2)
-            smooth = r @ stack @ c.T  # (B, 4, H, W)
-            value = smooth[:, :3] / smooth[:, 3:].clamp(min=1e-6)
-            out += (value * cover[:, None]).permute(0, 2, 3, 1)
+        # Scenes differ in which slots are metal, so the two object kinds go separately.
+        if surface < 0:
+            groups = [(0, slice(None))]
+        else:
+            is_metal = metal[:, surface]
+            groups = [(k, sel.nonzero().squeeze(-1)) for k, sel in ((1, ~is_metal), (2, is_metal)) if sel.any()]
+        for kind, scenes in groups:
+            for term, per_kind in enumerate(smoothing):
+                r, c = per_kind[kind]
+                part = carried[scenes]
+                stack = torch.cat([terms[scenes][..., 3 * term : 3 * term + 3] * part, part], dim=-1).permute(0, 3, 1, 2)
+                smooth = r @ stack @ c.T  # (b, 4, H, W)
+                value = smooth[:, :3] / smooth[:, 3:].clamp(min=1e-6)
+                out[scenes] += (value * cover[scenes][:, None]).permute(0, 2, 3, 1)
     return out
 
 
@@ -243,23 +257,24 @@ def _render_batch(
     u = torch.cat([torch.rand(c, _SHADING_UNIFORMS, generator=g) for c, g in zip(counts, gens, strict=True)])
     part, part_indirect = shade(
         batch, sid[index], o[index], d[index], t[index], n[index], ids[index],
-        _shading_samples(u.to(device)), bounce=shaded[index], split_indirect=True,
+        _shading_samples(u.to(device)), bounce=shaded[index], split_indirect=True, metal_samples=_METAL_SAMPLES,
     )  # fmt: skip
     terms = torch.zeros(d.shape[0], 6, device=device).index_copy_(0, index, torch.cat([part, part_indirect], dim=1))
 
     def matrices(sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
         return _filter_matrix(height, k, scale_y, sigma).to(device), _filter_matrix(width, k, scale_x, sigma).to(device)
 
-    def smoothing(sigma: tuple[float, float]) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    def smoothing(sigma: tuple[float, ...]) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
         return tuple(matrices(s) for s in sigma)
 
     # More shaded samples per pixel need less smoothing for the same noise.
     spread = math.sqrt(min(shaded_per_pixel, k * k))
-    direct_sigma = (_DIRECT_SIGMA[0] * width / 64 / spread, _DIRECT_SIGMA[1] * width / 64 / spread)
-    indirect_sigma = (_INDIRECT_SIGMA[0] * width / 64, _INDIRECT_SIGMA[1] * width / 64)
+    direct_sigma = (_DIRECT_SIGMA[0] * width / 64 / spread, _DIRECT_SIGMA[1] * width / 64 / spread, _METAL_SIGMA * width / 64)
+    # Metal carries no bounce term (its reflection is in the direct one): any width will do.
+    indirect_sigma = (_INDIRECT_SIGMA[0] * width / 64, _INDIRECT_SIGMA[1] * width / 64, 0.0)
     image = _resolve(
         terms.view(num, fine_h, fine_w, 6), ((diffuse & shaded) | metal).view(num, fine_h, fine_w),
-        ids.view(num, fine_h, fine_w), batch.prims.shape[1], (matrices(0.0),),
+        ids.view(num, fine_h, fine_w), batch.metal[:, 2:], (matrices(0.0),),
         (smoothing(direct_sigma), smoothing(indirect_sigma)),
     )  # fmt: skip
     images = linear_to_srgb(image).permute(0, 3, 1, 2).contiguous()

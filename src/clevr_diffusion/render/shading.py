@@ -20,10 +20,11 @@ Materials (approximations):
   Fresnel of IOR 1.2 at the view angle;
 * metal: colour-tinted GGX lobes without Fresnel (0.6 x roughness 0.1 + 0.4 x roughness
   0.447, alpha = roughness^2, isotropic here: the 0.25 anisotropy is ignored). Per camera sample
-  one microfacet normal is drawn from the lobe mixture and the reflected ray traced: it sees the
-  floor/backdrop or another object (shaded with direct light) or the black sky. Lamps and the
-  sun are reached both by that ray and by light sampling, combined with the balance heuristic
-  (multiple importance sampling), which keeps small sharp highlights free of fireflies.
+  ``metal_samples`` microfacet normals are drawn from the lobe mixture and each reflected ray
+  traced: it sees the floor/backdrop or another object (shaded with direct light) or the black
+  sky. Lamps and the sun are reached both by that ray and by light sampling, combined with the
+  balance heuristic (multiple importance sampling), which keeps small sharp highlights free of
+  fireflies.
 
 Indirect light: one diffuse bounce. Each shaded diffuse hit traces one cosine-weighted ray; its
 hit is shaded with direct light only (Lambertian with the hit surface's albedo). Higher bounces
@@ -82,6 +83,21 @@ class ShadingSamples:
             bounce_sun=self.bounce_sun[index],
             select=self.select[index],
         )
+
+    def shifted(self, j: int) -> ShadingSamples:
+        """The same numbers moved by the j-th point of a Kronecker (golden-ratio) sequence,
+        modulo 1: extra well-spread samples from one draw, so tracing more of them changes no
+        other surface's random numbers."""
+        if j == 0:
+            return self
+        fields = [self.lamp, self.sun, self.bounce, self.lobe, self.bounce_lamp, self.bounce_sun, self.select]
+        shifted = [torch.remainder(f + (j * _KRONECKER[i % len(_KRONECKER)]), 1.0) for i, f in enumerate(fields)]
+        return ShadingSamples(*shifted)
+
+
+# Fractional parts of multiples of the golden ratio's conjugate and of the plastic number's
+# powers: irrational steps whose multiples spread evenly over [0, 1).
+_KRONECKER = (0.6180339887, 0.7548776662, 0.5698402910, 0.8191725134, 0.4301597090, 0.2451223338, 0.1808274866)
 
 
 def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
@@ -365,6 +381,7 @@ def shade(
     bounce: torch.Tensor | None = None,
     split_indirect: bool = False,
     shaded: torch.Tensor | None = None,
+    metal_samples: int = 1,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Linear RGB radiance (N, 3) towards the camera for primary hits ``(t, normals, ids)`` (N,)
     of rays in scenes ``sid`` (N,).
@@ -378,6 +395,8 @@ def shade(
             radiance.
         shaded: Optional (N,) bool: the diffuse hits to shade at all (default: all); the
             others get zero radiance. Metal hits are always shaded.
+        metal_samples: Reflection rays (each with its light samples) averaged per metal hit,
+            the first from ``samples`` and the rest from it shifted (`ShadingSamples.shifted`).
     """
     indirect_out = torch.zeros_like(origins)
     out = torch.zeros_like(origins)
@@ -413,33 +432,37 @@ def shade(
             else:
                 out[index[traced]] += indirect
 
-    # Metal: sample one GGX lobe and trace the reflection.
+    # Metal: sample GGX lobes and trace the reflections.
     index = is_metal.nonzero().squeeze(-1)
     if index.numel():
-        s, d, p, n = _surface_points(samples, origins, directions, t, normals, index)
+        s0, d, p, n = _surface_points(samples, origins, directions, t, normals, index)
         si = sid[index]
         scale = per_ray(batch.roughness, si)
-        sharp = s.lobe[:, 0] < METAL_LOBES[0][0]
-        alpha = torch.where(sharp, METAL_LOBES[0][1], METAL_LOBES[1][1]) * scale
-        h = _ggx_normal(n, s.lobe[:, 1:], alpha)
-        r = d - 2 * dot(d, h)[:, None] * h
-        below = dot(r, n) <= 0
-        r = torch.where(below[:, None], d - 2 * dot(d, n)[:, None] * n, r)
         view = -d
         origin = p + _EPS * n
-        # Environment: one reflection ray, weighted by BRDF * cos / pdf; emitters it hits are
-        # combined with light sampling by the balance heuristic (multiple importance sampling).
-        env, t2, ids2 = _secondary(batch, si, origin, r, s.bounce_lamp, s.bounce_sun, s.select[:, 1])
-        f_cos, pdf_b = _metal_eval(n, view, r, scale)
-        f_cos = torch.where(below, torch.zeros_like(f_cos), f_cos)  # reflected under the surface: lost
-        weight = torch.where(pdf_b > 0, f_cos / pdf_b.clamp(min=1e-8), torch.zeros_like(pdf_b))
-        incoming = env * weight[:, None]
-        for radiance, pdf_l in _emitter_hits(batch, si, origin, r, t2, ids2):
-            incoming += radiance * (f_cos / (pdf_b + pdf_l))[:, None]
-        for w, _cos, radiance, pdf_l, _dist in _light_samples(batch, si, p, n, s.lamp, s.sun):
-            f_cos_l, pdf_bl = _metal_eval(n, view, w, scale)
-            incoming += radiance * (f_cos_l / (pdf_l + pdf_bl))[:, None]
-        out[index] = per_ray(batch.albedo, si, ids[index] + 2) * incoming
+        total = torch.zeros_like(p)
+        for j in range(metal_samples):
+            s = s0.shifted(j)
+            sharp = s.lobe[:, 0] < METAL_LOBES[0][0]
+            alpha = torch.where(sharp, METAL_LOBES[0][1], METAL_LOBES[1][1]) * scale
+            h = _ggx_normal(n, s.lobe[:, 1:], alpha)
+            r = d - 2 * dot(d, h)[:, None] * h
+            below = dot(r, n) <= 0
+            r = torch.where(below[:, None], d - 2 * dot(d, n)[:, None] * n, r)
+            # Environment: one reflection ray, weighted by BRDF * cos / pdf; emitters it hits are
+            # combined with light sampling by the balance heuristic (multiple importance sampling).
+            env, t2, ids2 = _secondary(batch, si, origin, r, s.bounce_lamp, s.bounce_sun, s.select[:, 1])
+            f_cos, pdf_b = _metal_eval(n, view, r, scale)
+            f_cos = torch.where(below, torch.zeros_like(f_cos), f_cos)  # reflected under the surface: lost
+            weight = torch.where(pdf_b > 0, f_cos / pdf_b.clamp(min=1e-8), torch.zeros_like(pdf_b))
+            incoming = env * weight[:, None]
+            for radiance, pdf_l in _emitter_hits(batch, si, origin, r, t2, ids2):
+                incoming += radiance * (f_cos / (pdf_b + pdf_l))[:, None]
+            for w, _cos, radiance, pdf_l, _dist in _light_samples(batch, si, p, n, s.lamp, s.sun):
+                f_cos_l, pdf_bl = _metal_eval(n, view, w, scale)
+                incoming += radiance * (f_cos_l / (pdf_l + pdf_bl))[:, None]
+            total += incoming
+        out[index] = per_ray(batch.albedo, si, ids[index] + 2) * total / metal_samples
     if split_indirect:
         return out, indirect_out
     return out

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from ..utils.config import JsonConfig
 
-__all__ = ["TrainerConfig"]
+__all__ = ["MIXED_PRECISIONS", "TrainerConfig"]
+
+MIXED_PRECISIONS = ("auto", "no", "fp16", "bf16")
 
 
 @dataclass
@@ -28,7 +30,21 @@ class TrainerConfig(JsonConfig):
         label_dropout: Probability of replacing a label by the all-zero "unconditional" label,
             which classifier-free guidance needs.
         random_flip: Flip images left-right at random (CLEVR labels carry no left/right).
-        mixed_precision: ``"no"``, ``"fp16"`` or ``"bf16"`` (autocast; weights stay float32).
+        mixed_precision: ``"auto"`` (``"bf16"`` on a CUDA device that supports it, else
+            ``"no"``), ``"no"``, ``"fp16"`` or ``"bf16"``. Autocast only: the weights, the EMA
+            weights, the optimiser state and the loss stay float32.
+        tf32: Let float32 matmuls and convolutions use TF32 tensor cores on CUDA (Ampere or
+            newer); no effect on the CPU.
+        fused_optimizer: Use AdamW's fused kernel (``None``: on for CUDA, off otherwise; on the
+            CPU it needs torch >= 2.4). Checkpoints resume with either setting.
+        channels_last: Keep the model's weights and inputs in channels-last (NHWC) memory
+            layout during training (often faster convolutions on tensor cores; saved weights
+            are ordinary contiguous tensors).
+        compile: Train through ``torch.compile(model)`` (a slow first step while it compiles;
+            needs a C++ compiler on the CPU). Checkpoints, EMA and the saved model keep plain
+            `ConditionalUNet` state-dict keys.
+        snr_gamma: Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is the paper's value):
+            see `NoiseProcess.loss_weights`. ``None``: the plain MSE.
         cpu: Train on the CPU even when a GPU is available (several processes launched on a
             machine without CUDA use the CPU anyway).
         num_workers: DataLoader worker processes (ignored for a data set whose ``device`` is a
@@ -63,7 +79,12 @@ class TrainerConfig(JsonConfig):
     ema_decay: float = 0.999
     label_dropout: float = 0.1
     random_flip: bool = True
-    mixed_precision: str = "no"
+    mixed_precision: str = "auto"
+    tf32: bool = True
+    fused_optimizer: bool | None = None
+    channels_last: bool = False
+    compile: bool = False
+    snr_gamma: float | None = None
     cpu: bool = False
     num_workers: int = 0
     seed: int = 0
@@ -88,7 +109,11 @@ class TrainerConfig(JsonConfig):
             (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
             (self.lr_schedule in ("constant", "cosine"), "lr_schedule must be 'constant' or 'cosine'"),
             (0.0 <= self.label_dropout < 1.0, "label_dropout must be in [0, 1)"),
-            (self.mixed_precision in ("no", "fp16", "bf16"), "mixed_precision must be 'no', 'fp16' or 'bf16'"),
+            (
+                self.mixed_precision in MIXED_PRECISIONS,
+                "mixed_precision must be 'auto', 'no', 'fp16' or 'bf16'",
+            ),
+            (self.snr_gamma is None or self.snr_gamma > 0, "snr_gamma must be > 0 (or None)"),
             (self.log_every >= 1, "log_every must be >= 1"),
             (self.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
             (0 <= self.num_sample_images <= 32, "num_sample_images must be in [0, 32]"),
@@ -102,6 +127,30 @@ class TrainerConfig(JsonConfig):
             from ..hub import check_repo_id
 
             check_repo_id(self.push_to_hub)  # a typo fails now, not after hours of training
+
+    def resolve_mixed_precision(self, device_type: str, bf16_supported: bool) -> str:
+        """The autocast precision for a device: ``"auto"`` made concrete.
+
+        Args:
+            device_type: ``"cuda"``, ``"cpu"``, ... (the training device's type).
+            bf16_supported: Whether that device runs bfloat16 well
+                (``torch.cuda.is_bf16_supported()`` for CUDA).
+
+        Returns:
+            ``"no"``, ``"fp16"`` or ``"bf16"``.
+        """
+        if self.mixed_precision != "auto":
+            return self.mixed_precision
+        # bf16 keeps float32's exponent range, so it needs no loss scaling. CPUs are left at
+        # float32: bf16 there only pays on chips with bf16 instructions, which torch cannot
+        # be asked about portably, so it is an explicit choice.
+        return "bf16" if device_type == "cuda" and bf16_supported else "no"
+
+    def use_fused_optimizer(self, device_type: str) -> bool:
+        """Whether AdamW uses its fused kernel on a device of type ``device_type``."""
+        if self.fused_optimizer is not None:
+            return self.fused_optimizer
+        return device_type == "cuda"
 
     def learning_rate_at(self, step: int) -> float:
         """Learning rate of optimiser step ``step`` (0-based): warm-up, then the schedule."""

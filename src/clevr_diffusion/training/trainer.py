@@ -43,8 +43,11 @@ class DDPMTrainer:
 
     Each step draws timesteps uniformly, noises the batch with the noise process's
     ``add_noise``, drops labels with probability ``label_dropout`` (for classifier-free
-    guidance) and regresses the network onto the noise (or velocity). AdamW with warm-up and
-    gradient clipping; an EMA copy of the weights for sampling. Runs on
+    guidance) and regresses the network onto the noise (or velocity), optionally with
+    min-SNR-gamma loss weights (``snr_gamma``). AdamW with warm-up and gradient clipping; an
+    EMA copy of the weights for sampling. Throughput options (``mixed_precision``, ``tf32``,
+    ``fused_optimizer``, ``channels_last``, ``compile``) change speed, not the saved
+    files: weights, EMA and checkpoints stay float32 with plain state-dict keys. Runs on
     `accelerate.Accelerator`, so ``accelerate launch`` spreads it over several
     processes, GPUs or machines without changes.
 
@@ -60,6 +63,10 @@ class DDPMTrainer:
         noise: The noise process or its config (default: linear betas, T = 1000, epsilon).
         config: Training settings; keyword arguments override its fields.
         **overrides: Fields of `TrainerConfig`.
+
+    Attributes:
+        mixed_precision: The autocast precision in use (``"no"``, ``"fp16"`` or ``"bf16"``):
+            ``config.mixed_precision`` with ``"auto"`` decided for this device.
     """
 
     def __init__(
@@ -76,13 +83,21 @@ class DDPMTrainer:
         self.dataset = dataset
         self.output_dir = Path(self.config.output_dir)
         self._check_dataset(model)
+        self.mixed_precision = self._resolve_mixed_precision()
         self.accelerator = self._make_accelerator()
         self.model = model
         self.ema = EMA(model, self.config.ema_decay)
         self.step = 0
 
+    def _resolve_mixed_precision(self) -> str:
+        """``config.mixed_precision`` with ``"auto"`` decided for the device training will use."""
+        on_cuda = torch.cuda.is_available() and not self._use_cpu()
+        return self.config.resolve_mixed_precision(
+            "cuda" if on_cuda else "cpu", on_cuda and torch.cuda.is_bf16_supported()
+        )
+
     def _make_accelerator(self) -> Accelerator:
-        kwargs: dict[str, Any] = {"mixed_precision": self.config.mixed_precision, "cpu": self._use_cpu()}
+        kwargs: dict[str, Any] = {"mixed_precision": self.mixed_precision, "cpu": self._use_cpu()}
         try:
             return Accelerator(**kwargs)
         except ValueError as error:
@@ -182,11 +197,17 @@ class DDPMTrainer:
             cfg.save(self.output_dir / "trainer_config.json")
             self.noise.config.save(self.output_dir / "noise_config.json")
 
-        optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.learning_rate, betas=cfg.adam_betas, weight_decay=cfg.weight_decay
-        )
+        self._set_tf32()
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        optimizer = self._make_optimizer()
         model, optimizer = acc.prepare(self.model, optimizer)
+        if cfg.compile:
+            # Compiled after accelerate's wrapping (as accelerate does itself), so DDP's
+            # gradient buckets are known to the compiler; `_unwrap` strips the wrapper again.
+            model = torch.compile(model)
         self.ema.model.to(acc.device)
+        self._log_settings()
         latest = ckpt.find_latest_checkpoint(self.checkpoint_dir) if resume else None
         if latest is not None:
             self._load_checkpoint(latest, optimizer)
@@ -217,7 +238,7 @@ class DDPMTrainer:
                 acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            self.ema.update(acc.unwrap_model(model))
+            self.ema.update(self._unwrap(model))
             self.step += 1
             bar.update(1)
 
@@ -237,7 +258,7 @@ class DDPMTrainer:
             if cfg.sample_every > 0 and self.step % cfg.sample_every == 0 and self.step < cfg.max_steps:
                 self.save_samples()
             if cfg.push_every and self.step % cfg.push_every == 0 and self.step < cfg.max_steps:
-                self.push_to_hub(acc.unwrap_model(model))
+                self.push_to_hub(self._unwrap(model))
         bar.close()
 
         if not ckpt.checkpoint_path(self.checkpoint_dir, self.step).is_dir():
@@ -245,12 +266,52 @@ class DDPMTrainer:
         if cfg.sample_every >= 0:
             self.save_samples()
         if self.is_main_process:
-            self._save_model(acc.unwrap_model(model))
+            self._save_model(self._unwrap(model))
             self._plot_loss()
             if cfg.push_to_hub:
                 self.push_to_hub()
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.contiguous_format)  # hand the model back as it came
         acc.wait_for_everyone()
         return self.model_dir
+
+    # ------------------------------------------------------------------ speed settings
+    def _set_tf32(self) -> None:
+        """Apply ``config.tf32`` to CUDA matmuls and cuDNN convolutions (process-wide switches)."""
+        if self.accelerator.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = self.config.tf32
+            torch.backends.cudnn.allow_tf32 = self.config.tf32
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        """AdamW over the model's parameters, fused if ``config.fused_optimizer`` says so."""
+        cfg = self.config
+        fused = cfg.use_fused_optimizer(self.accelerator.device.type)
+        return torch.optim.AdamW(
+            self.model.parameters(),
+            lr=cfg.learning_rate,
+            betas=cfg.adam_betas,
+            weight_decay=cfg.weight_decay,
+            fused=True if fused else None,  # None: torch's default (foreach where it can)
+        )
+
+    def _log_settings(self) -> None:
+        """Log the resolved speed settings once per run (``auto`` and ``None`` made concrete)."""
+        cfg, device = self.config, self.accelerator.device
+        logger.info(
+            "training on %s x %d: mixed precision %s, TF32 %s, fused AdamW %s, channels_last %s, "
+            "compile %s, min-SNR gamma %s",
+            device, self.accelerator.num_processes, self.mixed_precision, cfg.tf32 and device.type == "cuda",
+            cfg.use_fused_optimizer(device.type), cfg.channels_last, cfg.compile, cfg.snr_gamma,
+        )
+
+    def _unwrap(self, model: torch.nn.Module) -> ConditionalUNet:
+        """The bare network inside accelerate's and ``torch.compile``'s wrappers.
+
+        Its state dict has the plain `ConditionalUNet` keys (no ``module.`` or ``_orig_mod.``
+        prefixes), whichever accelerate version and launch options wrapped it.
+        """
+        unwrapped = self.accelerator.unwrap_model(model)
+        return getattr(unwrapped, "_orig_mod", unwrapped)
 
     def _loss(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         device = self.accelerator.device
@@ -266,8 +327,11 @@ class DDPMTrainer:
         t = torch.randint(0, self.noise.num_train_timesteps, (batch,), device=device, generator=gen)
         noise = torch.randn(x0.shape, device=device, generator=gen)
         x_t = self.noise.add_noise(x0, noise, t)
+        if self.config.channels_last:
+            x_t = x_t.contiguous(memory_format=torch.channels_last)
         prediction = model(x_t, t, labels)
-        return self.noise.training_loss(prediction, x0, noise, t)
+        # Outside the model's autocast region and in float32 whatever the mixed precision.
+        return self.noise.training_loss(prediction, x0, noise, t, snr_gamma=self.config.snr_gamma)
 
     # ---------------------------------------------------------------------- checkpoints
     def save_checkpoint(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Path:
@@ -280,7 +344,7 @@ class DDPMTrainer:
         acc.wait_for_everyone()
         ckpt.save_rng(tmp, acc.process_index)
         if self.is_main_process:
-            save_safetensors(acc.unwrap_model(model).state_dict(), tmp / "model.safetensors")
+            save_safetensors(self._unwrap(model).state_dict(), tmp / "model.safetensors")
             save_safetensors(self.ema.state_dict(), tmp / "ema.safetensors")
             self.noise.config.save_scheduler_config(tmp)
             tensors, meta = ckpt.optimizer_to_tensors(optimizer.state_dict())
@@ -292,7 +356,7 @@ class DDPMTrainer:
                 "num_processes": acc.num_processes,
                 "trainer_config": self.config.to_dict(),
                 "noise_config": self.noise.config.to_dict(),
-                "model_config": acc.unwrap_model(model).config.to_dict(),
+                "model_config": self._unwrap(model).config.to_dict(),
             }
         acc.wait_for_everyone()
         if self.is_main_process:
@@ -308,7 +372,8 @@ class DDPMTrainer:
         load_state_dict_strict(unwrapped, load_safetensors(folder / "model.safetensors"), str(folder))
         self.ema.load_state_dict(load_safetensors(folder / "ema.safetensors"), state["ema_updates"])
         tensors = load_safetensors(folder / "optimizer.safetensors")
-        optimizer.load_state_dict(ckpt.optimizer_from_tensors(tensors, state["optimizer"]))
+        saved = ckpt.optimizer_from_tensors(tensors, state["optimizer"])
+        optimizer.load_state_dict(_keep_kernel_choice(saved, optimizer))
         if not ckpt.load_rng(folder, self.accelerator.process_index):
             logger.warning("%s has no RNG state for process %d", folder, self.accelerator.process_index)
         if state["num_processes"] != self.accelerator.num_processes:
@@ -405,3 +470,21 @@ class DDPMTrainer:
         rows = self.metrics()
         if rows:
             plot_curve([r["step"] for r in rows], [r["loss"] for r in rows], self.output_dir / "loss.png")
+
+
+_KERNEL_FLAGS = ("fused", "foreach", "capturable")
+
+
+def _keep_kernel_choice(saved: dict[str, Any], optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """``saved`` with this run's kernel flags (fused, foreach, capturable) in its param groups.
+
+    ``Optimizer.load_state_dict`` takes every group entry from the file, flags included, and
+    places the ``step`` counters by the file's ``fused`` flag; without this a run resumed with
+    another ``fused_optimizer`` setting would silently keep the old kernel.
+    """
+    groups = []
+    # Not strict: a different group count is left for load_state_dict to report.
+    for saved_group, group in zip(saved["param_groups"], optimizer.param_groups, strict=False):
+        flags = {k: group[k] for k in _KERNEL_FLAGS if k in group}
+        groups.append({**saved_group, **flags})
+    return {**saved, "param_groups": groups}
