@@ -9,7 +9,7 @@ from pathlib import Path
 from ..evaluation.evaluate import default_device, evaluate, load_evaluator
 from ..evaluation.evaluator import ClevrEvaluator
 from ..labels import CONDITION_SETS
-from .options import add_model_option, add_sampling_options
+from .options import add_model_option, add_sampling_options, sampling_kwargs
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -109,14 +109,8 @@ def run(args: argparse.Namespace) -> int:
         out,
         evaluator=evaluator,
         files=args.conditions or CONDITION_SETS,
-        preset=args.preset,
-        method=args.method,
-        num_inference_steps=args.steps,
-        guidance_scale=args.guidance,
-        guidance_rescale=args.guidance_rescale,
-        guidance_mode=args.guidance_mode,
+        **sampling_kwargs(args),
         compile=args.compile,
-        seed=args.seed,
         seeds=args.seeds,
         device=device,
         progress=not args.quiet,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from ..diffusion.guidance import GUIDANCE_MODES
 from ..diffusion.schedulers import SAMPLING_METHODS, SAMPLING_PRESETS
 
-__all__ = ["add_model_option", "add_sampling_options", "model_location", "parse_int_tuple"]
+__all__ = ["add_model_option", "add_sampling_options", "model_location", "parse_int_tuple", "sampling_kwargs"]
 
 
 def parse_int_tuple(text: str) -> tuple[int, ...]:
@@ -82,3 +83,17 @@ def add_sampling_options(parser: argparse.ArgumentParser) -> None:
         "the compile time",
     )
     group.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same images")
+
+
+def sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The options `add_sampling_options` added, as keyword arguments of `DDPMSampler.sample`
+    and `evaluate` (``None`` where the model's saved setting applies)."""
+    return {
+        "preset": args.preset,
+        "method": args.method,
+        "num_inference_steps": args.steps,
+        "guidance_scale": args.guidance,
+        "guidance_rescale": args.guidance_rescale,
+        "guidance_mode": args.guidance_mode,
+        "seed": args.seed,
+    }

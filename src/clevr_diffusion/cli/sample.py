@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..diffusion.sampler import DDPMSampler
 from ..labels import CONDITION_SETS, load_conditions
-from .options import add_model_option, add_sampling_options
+from .options import add_model_option, add_sampling_options, sampling_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -65,13 +65,7 @@ def run(args: argparse.Namespace) -> int:
     sampler = DDPMSampler.from_pretrained(args.model, device=args.device, revision=args.revision, compile=args.compile)
     output = sampler.sample(
         label_sets,
-        preset=args.preset,
-        method=args.method,
-        num_inference_steps=args.steps,
-        guidance_scale=args.guidance,
-        guidance_rescale=args.guidance_rescale,
-        guidance_mode=args.guidance_mode,
-        seed=args.seed,
+        **sampling_kwargs(args),
         return_trajectory=args.trajectory is not None,
     )
     print(f"grid: {output.save_grid(args.out, nrow=args.nrow, upscale=args.upscale)}")
