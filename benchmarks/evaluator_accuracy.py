@@ -35,7 +35,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, default=None)
     parser.add_argument("--checkpoint", type=Path, default=None)
-    parser.add_argument("--heldout", type=int, default=960)
+    parser.add_argument("--heldout", type=int, default=960, help="fresh renders to score (0: skip)")
     parser.add_argument("--reference", type=Path, default=REFERENCE)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -48,8 +48,9 @@ def main() -> int:
         evaluator = ClevrEvaluator()
     print(f"evaluator: {evaluator.kind}")
 
-    result = heldout_accuracy(evaluator, num_images=args.heldout)
-    print(f"held-out renders ({args.heldout} images, 1-3 objects): {result}")
+    if args.heldout > 0:
+        result = heldout_accuracy(evaluator, num_images=args.heldout)
+        print(f"held-out renders ({args.heldout} images, 1-3 objects): {result}")
 
     scenes = load_scenes(args.reference / "scenes.json")
     vocabulary = Vocabulary(Vocabulary.default().names, max_objects=None)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from clevr_diffusion import TrainerConfig
 from clevr_diffusion.cli import build_parser, main
 
 
@@ -36,7 +37,7 @@ def trained(toy_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_help_lists_every_command() -> None:
     text = build_parser().format_help()
-    commands = ("demo", "train", "sample", "make-toy-data", "render-scenes", "make-dataset")
+    commands = ("demo", "train", "sample", "make-toy-data", "render-scenes", "make-dataset", "export-model")
     for command in commands:
         assert command in text
     for command in commands:
@@ -148,8 +149,13 @@ def test_train_on_rendered_data(tmp_path: Path, capsys: pytest.CaptureFixture[st
     ]
     assert main(args) == 0
     assert (run / "model" / "config.json").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
-    assert main([*args, "--preload"]) == 2
+    assert TrainerConfig.load(run / "trainer_config.json").time_limit_s is None
+    assert main([*args, "--skip-broken"]) == 2
     assert "--data folders" in capsys.readouterr().err
+    # --preload keeps rendered frames; --time-limit ends the run early, as at --steps.
+    cached = tmp_path / "cached"
+    assert main([*args, "--output-dir", str(cached), "--preload", "--num-workers", "2", "--steps", "50", "--time-limit", "0.0001"]) == 0
+    assert 1 <= len((cached / "metrics.jsonl").read_text().splitlines()) < 50 and (cached / "model" / "config.json").is_file()
     for source in ([], ["--data", str(tmp_path), "--render-data", "2"]):
         with pytest.raises(SystemExit):
             main(["train", *source, "--output-dir", str(run)])

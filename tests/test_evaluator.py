@@ -16,10 +16,12 @@ from clevr_diffusion.evaluation import (
     EvaluatorTrainingConfig,
     augment,
     label_accuracy,
+    render_training_set,
     train_evaluator,
 )
 from clevr_diffusion.models.serialization import (
     CheckpointMismatchError,
+    load_safetensors,
     load_sharded_safetensors,
 )
 
@@ -175,13 +177,29 @@ def test_train_evaluator_runs_and_resumes(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "ev" / "config.json").read_text())["num_images"] == 24
 
 
+def test_heldout_accuracy_needs_images() -> None:
+    from clevr_diffusion.evaluation import heldout_accuracy
+
+    with pytest.raises(ValueError, match="num_images"):
+        heldout_accuracy(ClevrEvaluator(pretrained=False), num_images=0)
+
+
 def test_train_evaluator_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from clevr_diffusion.cli import main
 
-    code = main(["train-evaluator", str(tmp_path / "ev"), "--images", "16", "--batch-size", "4", "--steps", "2", "--heldout", "8"])
+    code = main(["train-evaluator", str(tmp_path / "ev"), "--images", "16", "--batch-size", "4", "--steps", "2", "--heldout", "8",
+                 "--mixed-precision", "bf16", "--workers", "2", "--bundle", str(tmp_path / "bundle")])  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
-    assert "evaluator.safetensors" in out and "held-out accuracy on 8" in out
+    assert "evaluator.safetensors" in out and "held-out accuracy on 8" in out and "bundle:" in out
+    bundled = load_sharded_safetensors(tmp_path / "bundle", "evaluator")
+    assert all(v.dtype == torch.float16 for v in bundled.values() if v.is_floating_point())
+    config = EvaluatorTrainingConfig.load(tmp_path / "ev" / "config.json")
+    assert config.mixed_precision == "bf16" and config.workers == 2
+    # Scenes drawn by two worker processes are the ones one process draws.
+    one = render_training_set(config.replace(output_dir=str(tmp_path / "one"), workers=1), progress=False)
+    two = load_safetensors(tmp_path / "ev" / "train_set.safetensors")
+    assert torch.equal(one[0], two["images"]) and torch.equal(one[1], two["labels"])
     assert main(["train-evaluator", str(tmp_path / "ev2"), "--images", "2", "--batch-size", "4"]) == 2
 
 

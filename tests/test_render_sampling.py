@@ -183,3 +183,9 @@ def test_visible_pixel_counts_cover_every_object_pixel() -> None:
     scene = sample_scenes(1, seed=0)[0]
     ids = object_id_map(scene, backdrop=False)
     assert sum(visible_pixel_counts(scene)) == int((ids >= 0).sum())
+
+
+def test_sample_scenes_in_worker_processes_gives_the_same_scenes() -> None:
+    assert sample_scenes(4, seed=3, workers=2) == sample_scenes(4, seed=3)
+    with pytest.raises(ValueError, match="workers"):
+        sample_scenes(2, seed=3, workers=0)

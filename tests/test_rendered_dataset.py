@@ -80,7 +80,9 @@ def test_same_scenes_and_pixels_as_make_dataset(dataset: RenderedClevrDataset, t
         assert torch.equal(files[k][0], dataset[k][0]) and torch.equal(files[k][1], dataset[k][1])
 
 
-def test_data_loader_renders_a_batch_at_once(dataset: RenderedClevrDataset, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def render_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of scenes of each call of the renderer, from now on."""
     calls: list[int] = []
     render_items = rendered._render_items
 
@@ -89,9 +91,32 @@ def test_data_loader_renders_a_batch_at_once(dataset: RenderedClevrDataset, monk
         return render_items(scenes, *args, **kwargs)
 
     monkeypatch.setattr(rendered, "_render_items", counting)
+    return calls
+
+
+def test_data_loader_renders_a_batch_at_once(dataset: RenderedClevrDataset, render_calls: list[int]) -> None:
+    calls = render_calls
     images, labels = next(iter(DataLoader(dataset, batch_size=4)))
     assert calls == [4] and images.shape == (4, 3, 16, 16) and labels.shape == (4, 24)
     assert torch.equal(images[3], dataset[3][0])
+
+
+def test_cache_renders_each_item_once_and_changes_nothing(dataset: RenderedClevrDataset, render_calls: list[int]) -> None:
+    cached = RenderedClevrDataset(**TINY, cache=True)
+    calls = render_calls
+    first = cached.__getitems__([2, 5, 7])
+    again = cached.__getitems__([7, 2, 8, -1])  # 8 and -1 are the same item, not yet rendered
+    assert calls == [3, 2]
+    for (image, label), index in zip(first + again, [2, 5, 7, 7, 2, 8, 8]):
+        assert torch.equal(image, dataset[index][0]) and torch.equal(label, dataset[index][1])
+    assert "cache=True" in repr(cached)
+
+
+def test_scenes_drawn_up_front_in_workers_are_the_lazy_ones(dataset: RenderedClevrDataset) -> None:
+    eager = RenderedClevrDataset(**TINY)
+    eager.draw_scenes(workers=2)
+    assert [eager.scene(i) for i in range(3)] == [dataset.scene(i) for i in range(3)]
+    assert torch.equal(eager[4][0], dataset[4][0])
 
 
 def test_trainer_trains_on_it(tiny_unet: ConditionalUNet, tmp_path: Path) -> None:

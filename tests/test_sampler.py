@@ -103,6 +103,25 @@ def test_trajectory_runs_from_noise_to_image(sampler: DDPMSampler, tmp_path) -> 
     assert row.size == (8 * 18 + 2, 20)
 
 
+def test_output_size_resizes_images_and_frames_and_round_trips(sampler: DDPMSampler, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    plain = sampler.sample(LABELS, method="ddim", num_inference_steps=3, seed=0, progress=False)
+    big = sampler.sample(LABELS, method="ddim", num_inference_steps=3, seed=0, output_size=32,
+                         return_trajectory=True, trajectory_frames=3, progress=False)  # fmt: skip
+    assert big.images.shape == (3, 3, 32, 32) and big.trajectory is not None and big.trajectory.shape == (3, 3, 3, 32, 32)
+    # The drawn images themselves, enlarged bilinearly (the same noise, the same denoising).
+    enlarged = torch.nn.functional.interpolate(plain.images, size=(32, 32), mode="bilinear").clamp(-1, 1)
+    assert torch.equal(big.images, enlarged)
+    assert torch.equal(big.trajectory[-1], big.images)
+    sampler.config = SamplingConfig(method="ddim", num_inference_steps=3, output_size=32)
+    sampler.save_pretrained(tmp_path)
+    loaded = DDPMSampler.from_pretrained(tmp_path)
+    assert loaded.config.output_size == 32
+    assert torch.equal(loaded.sample(LABELS, seed=0, progress=False).images, big.images)
+    assert "output_size" not in SamplingConfig().to_dict()
+    with pytest.raises(ValueError, match="output_size"):
+        SamplingConfig(output_size=0)
+
+
 def test_outputs_as_pil_png_and_grid(sampler: DDPMSampler, tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = sampler.sample(load_conditions("test")[:10], method="ddim", num_inference_steps=2, seed=0, progress=False)
     pil = out.to_pil()

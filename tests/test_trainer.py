@@ -76,6 +76,26 @@ def test_resume_matches_an_uninterrupted_run(reference_run: DDPMTrainer, tmp_pat
     assert same_weights(resumed.ema.state_dict(), reference_run.ema.state_dict())
 
 
+def test_time_limit_stops_early_and_resumes_exactly(reference_run: DDPMTrainer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from clevr_diffusion.training import trainer as trainer_module
+
+    # A fake clock that moves 1 s per reading makes the stopping step deterministic.
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: float(next(ticks)))
+    limited = build(str(tmp_path), 30)
+    limited.config = limited.config.replace(time_limit_s=12.5)
+    limited.train()
+    stopped = limited.step
+    assert 1 < stopped < 30
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")][-1] == f"step_{stopped:08d}"
+    assert (tmp_path / "model" / "config.json").is_file() and len(losses(limited)) == stopped
+    monkeypatch.undo()
+    resumed = build(str(tmp_path), 30)
+    resumed.train()
+    assert losses(resumed) == losses(reference_run)
+    assert same_weights(resumed.ema.state_dict(), reference_run.ema.state_dict())
+
+
 def test_kill_9_loses_nothing(reference_run: DDPMTrainer, tmp_path: Path) -> None:
     process = subprocess.Popen([sys.executable, str(WORKER), str(tmp_path), "30", "0.004"])
     try:

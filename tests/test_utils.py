@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from clevr_diffusion import TrainerConfig
+from clevr_diffusion.models.serialization import save_safetensors
 from clevr_diffusion.utils.config import JsonConfig
 from clevr_diffusion.utils.images import make_grid, save_grid, to_pil, to_uint8
 from clevr_diffusion.utils.io import atomic_path, atomic_write_json, atomic_write_text
@@ -135,6 +136,9 @@ def test_atomic_files_get_ordinary_permissions(tmp_path: Path) -> None:
     mask = os.umask(0o022)
     try:
         path = atomic_write_text(tmp_path / "a.txt", "x")
+        # safetensors writes its file anew, with mkstemp's owner-only mode.
+        weights = save_safetensors({"w": torch.zeros(2)}, tmp_path / "w.safetensors")
     finally:
         os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o644
+    assert weights.stat().st_mode & 0o777 == 0o644

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..evaluation.evaluate import default_device, evaluate, load_evaluator
 from ..evaluation.evaluator import ClevrEvaluator
 from ..labels import CONDITION_SETS
+from ..pretrained import bundled_model_dir, bundled_model_name
 from .options import add_model_option, add_sampling_options, sampling_kwargs
 
 
@@ -25,8 +26,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
             "(OUT/denoising.png, 10 frames from noise to image) and OUT/report.json and "
             "OUT/report.md with each file's accuracy. With --seeds N every file is drawn N times "
             "(seeds S, S+1, ...) and the mean and spread are reported; the images saved are the "
-            "first draw's.\n\n"
+            "first draw's. Without --model, the model bundled with the package is evaluated "
+            "(into evaluation/NAME).\n\n"
             "examples:\n"
+            "  clevr-diffusion evaluate --preset unipc-10\n"
             "  clevr-diffusion evaluate --model runs/base/model\n"
             "  clevr-diffusion evaluate --model runs/base/model --evaluator official "
             "--checkpoint checkpoint.pth --method ddim --steps 100 --guidance 2 --seeds 5"
@@ -35,7 +38,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     add_model_option(parser)
     parser.add_argument(
-        "--out", type=Path, default=None, help="folder to write everything to (default: MODEL/evaluation)"
+        "--out",
+        type=Path,
+        default=None,
+        help="folder to write everything to (default: MODEL/evaluation; evaluation/NAME for a bundled or Hub model)",
     )
     parser.add_argument(
         "--evaluator",
@@ -96,16 +102,20 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    bundled = bundled_model_name(args.model)
+    model = bundled_model_dir(bundled) if bundled is not None else args.model
     device = args.device or default_device()
     evaluator = _evaluator(args, device)
     if args.out is not None:
         out = args.out
-    elif isinstance(args.model, str):  # a Hub repo id: not into the download cache
-        out = Path("evaluation") / args.model.replace("/", "--")
+    elif bundled is not None:  # never into the installed package
+        out = Path("evaluation") / bundled
+    elif isinstance(model, str):  # a Hub repo id: not into the download cache
+        out = Path("evaluation") / model.replace("/", "--")
     else:
-        out = args.model / "evaluation"
+        out = model / "evaluation"
     result = evaluate(
-        args.model,
+        model,
         out,
         evaluator=evaluator,
         files=args.conditions or CONDITION_SETS,

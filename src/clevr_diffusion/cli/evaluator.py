@@ -42,6 +42,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--time-limit", type=float, default=None, help="stop after this many minutes (checkpointed)")
     parser.add_argument("--init", type=Path, default=None, help="start from these weights (fine-tuning) instead of random ones")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="where to render and train: cpu, cuda, ... (default: cpu)")
+    parser.add_argument("--mixed-precision", choices=("no", "bf16"), default="no", help="autocast precision (default: no)")
+    parser.add_argument("--workers", type=int, default=1, help="processes that draw the scenes (default: 1)")
+    parser.add_argument(
+        "--bundle", type=Path, default=None, metavar="DIR",
+        help="also write the weights as float16 shards of at most 15 MiB into DIR (how the package ships them)",
+    )  # fmt: skip
     parser.set_defaults(run=run)
 
 
@@ -52,16 +59,20 @@ def run(args: argparse.Namespace) -> int:
     config = EvaluatorTrainingConfig(
         output_dir=str(args.out_dir), num_images=args.images, max_steps=args.steps, batch_size=args.batch_size,
         learning_rate=args.lr, clevr_fraction=args.clevr_fraction, max_objects=args.max_objects, seed=args.seed,
-        init_from=None if args.init is None else str(args.init),
+        init_from=None if args.init is None else str(args.init), device=args.device,
+        mixed_precision=args.mixed_precision, workers=args.workers,
         randomization=DomainRandomization(light_power=0, light_color=0, indirect=0, floor_albedo=(0.8, 0.8),
                                           floor_tint=0, roughness=0, fov=0) if args.no_randomize else DomainRandomization(),
     )  # fmt: skip
     started = time.perf_counter()
     path = train_evaluator(config, time_limit_s=None if args.time_limit is None else args.time_limit * 60)
-    evaluator = ClevrEvaluator.from_file(path)
+    evaluator = ClevrEvaluator.from_file(path, device=args.device)
     print(f"weights: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    if args.bundle is not None:
+        shards = evaluator.save_bundle(args.bundle)
+        print("bundle: " + ", ".join(f"{p} ({p.stat().st_size / 2**20:.2f} MiB)" for p in shards))
     if args.heldout > 0:
-        result = heldout_accuracy(evaluator, num_images=args.heldout)
+        result = heldout_accuracy(evaluator, num_images=args.heldout, workers=args.workers)
         print(f"held-out accuracy on {args.heldout} fresh i-CLEVR-style images: {result}")
     print(f"time: {time.perf_counter() - started:.0f} s")
     return 0

@@ -22,21 +22,27 @@ def parse_int_tuple(text: str) -> tuple[int, ...]:
 
 def model_location(text: str) -> Path | str:
     """A --model value: an existing folder (a `Path`), else a Hub repo id such as ``user/name``
-    (a `str`), else a `Path` (which then fails to load with a clear message)."""
+    (a `str`), else a `Path` (a bundled model's name such as ``clevr-ddpm-small``, which
+    ``from_pretrained`` resolves, or a missing folder, which then fails to load with a clear
+    message)."""
     from ..hub import is_repo_id
 
     return text if is_repo_id(text) else Path(text)
 
 
 def add_model_option(parser: argparse.ArgumentParser) -> None:
-    """Add the required --model of commands that load a trained model: a folder or a Hub repo id."""
+    """Add the --model of commands that load a trained model: a bundled model's name, a folder or
+    a Hub repo id; ``None`` (not given) stands for the bundled default model."""
+    from ..pretrained import DEFAULT_MODEL
+
     parser.add_argument(
         "--model",
-        required=True,
+        default=None,
         type=model_location,
-        metavar="FOLDER|REPO",
-        help="a model folder (e.g. RUN/model from `train`) or a Hugging Face Hub repo id (user/name), "
-        "downloaded once into the Hub cache",
+        metavar="NAME|FOLDER|REPO",
+        help=f"a bundled model ({DEFAULT_MODEL}, shipped in the package, loaded offline), a model folder "
+        "(e.g. RUN/model from `train`) or a Hugging Face Hub repo id (user/name), downloaded once into the "
+        f"Hub cache; a local folder wins over a bundled name (default: {DEFAULT_MODEL})",
     )
 
 

@@ -17,11 +17,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     """Register the command."""
     parser = commands.add_parser(
         "sample",
-        help="draw images for label sets from a trained model",
+        help="draw images for label sets from a trained model (default: the bundled one)",
         description=(
             "Draw one image per label set. Give label sets with --labels (one image each) or a "
-            "whole condition file with --conditions.\n\n"
+            "whole condition file with --conditions. Without --model, the model bundled with the "
+            "package draws them (offline).\n\n"
             "examples:\n"
+            '  clevr-diffusion sample --labels "red sphere, cyan cube" --out one.png\n'
             "  clevr-diffusion sample --model runs/demo/model --conditions test --out test.png\n"
             '  clevr-diffusion sample --model runs/demo/model --labels "red sphere, cyan cube" '
             '--labels "gray cylinder" --out two.png --method dpm++ --guidance 2\n'

@@ -53,6 +53,9 @@ class SamplingConfig(JsonConfig):
         guidance_rescale: Guidance rescale phi in [0, 1] (Lin et al. 2023); 0 is off.
         guidance_mode: ``"joint"`` (one conditional pass with the whole label set) or
             ``"composable"`` (one pass per object, Liu et al. 2022).
+        output_size: Side the finished images are resized to (bilinear), or ``None`` to keep
+            the drawn size. A model trained at 32 x 32 saves 64 here, so that its images come
+            out at i-CLEVR's (and the evaluator's) 64 x 64.
     """
 
     method: str = "ddpm"
@@ -63,6 +66,7 @@ class SamplingConfig(JsonConfig):
     preset: str | None = None
     guidance_rescale: float = 0.0
     guidance_mode: GuidanceMode = "joint"
+    output_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.preset is not None:
@@ -74,6 +78,8 @@ class SamplingConfig(JsonConfig):
         validate_guidance(self.guidance_scale, self.guidance_rescale, self.guidance_mode)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.output_size is not None and self.output_size < 1:
+            raise ValueError(f"output_size must be >= 1 (or None), got {self.output_size}")
 
     def _apply_preset(self) -> None:
         """Normalise `preset` and make `method` agree with it."""
@@ -109,8 +115,17 @@ class SamplingConfig(JsonConfig):
         return data
 
 
-_OPTIONAL_DEFAULTS: dict[str, Any] = {"preset": None, "guidance_rescale": 0.0, "guidance_mode": "joint"}
+_OPTIONAL_DEFAULTS: dict[str, Any] = {"preset": None, "guidance_rescale": 0.0, "guidance_mode": "joint", "output_size": None}
 """`SamplingConfig` fields added after the first release, with the values that are left out of files."""
+
+
+def _resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    """(N, 3, h, w) in [-1, 1] resized to (N, 3, size, size), bilinearly (antialiased when
+    shrinking); unchanged when ``size`` is ``None`` or already the size."""
+    if size is None or images.shape[-2:] == (size, size):
+        return images
+    shrink = size < images.shape[-1]
+    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", antialias=shrink).clamp(-1, 1)
 
 
 @dataclass
@@ -237,7 +252,7 @@ class DDPMSampler(PushToHubMixin):
     @classmethod
     def from_pretrained(
         cls,
-        name_or_path: str | os.PathLike[str],
+        name_or_path: str | os.PathLike[str] | None = None,
         device: str | torch.device = "cpu",
         use_ema: bool = True,
         *,
@@ -248,15 +263,22 @@ class DDPMSampler(PushToHubMixin):
         force_download: bool = False,
         compile: bool = False,  # noqa: A002 - mirrors torch.compile
     ) -> DDPMSampler:
-        """Load a sampler saved by `save_pretrained` (or by the trainer), from a folder or the Hub.
+        """Load a bundled model, or a sampler saved by `save_pretrained` (or the trainer).
+
+        ``name_or_path`` is read in this order: ``None`` is the bundled default model
+        (`clevr_diffusion.pretrained.DEFAULT_MODEL`); an existing local folder is loaded as it
+        is; a bundled model's name (a key of ``PRETRAINED_MODELS``, such as
+        ``"clevr-ddpm-small"``) is that model, shipped inside the package; anything else is a
+        Hugging Face Hub repo id. Bundled models load offline.
 
         Example:
+            ``DDPMSampler.from_pretrained()`` loads the bundled default model.
             ``DDPMSampler.from_pretrained("user/clevr-ddpm")`` downloads the repo once into
             the Hugging Face cache; later calls, offline ones included, read the cache.
 
         Args:
-            name_or_path: The saved folder, or a Hub repo id such as ``"user/clevr-ddpm"``
-                (an existing local folder of that name wins).
+            name_or_path: ``None`` (the default bundled model), a bundled model's name, the
+                saved folder, or a Hub repo id such as ``"user/clevr-ddpm"``.
             device: Where to run.
             use_ema: Use the EMA weights when there are some.
             revision: Branch, tag or commit id of a repo (default: main).
@@ -268,14 +290,17 @@ class DDPMSampler(PushToHubMixin):
 
         Raises:
             FileNotFoundError: If the folder or repo is missing (or not cached while
-                offline), or lacks ``config.json`` or the weights.
+                offline), or lacks ``config.json`` or the weights (or some of their shards),
+                or the bundled model is not in this installation (the message lists those
+                that are).
             ValueError: If a repo has no such revision, or a weights file is damaged.
             CheckpointMismatchError: If the weights belong to another configuration.
         """
         from ..hub import resolve_model_folder
+        from ..pretrained import resolve_model_name
 
         source = resolve_model_folder(
-            name_or_path,
+            resolve_model_name(name_or_path),
             revision=revision,
             token=token,
             cache_dir=cache_dir,
@@ -424,6 +449,7 @@ class DDPMSampler(PushToHubMixin):
         guidance_rescale: float | None = None,
         guidance_mode: str | None = None,
         image_size: int | None = None,
+        output_size: int | None = None,
         generator: torch.Generator | None = None,
         seed: int | None = None,
         return_trajectory: bool = False,
@@ -455,7 +481,10 @@ class DDPMSampler(PushToHubMixin):
                 ``"composable"`` (one pass per object; ``uncond + w * sum_i (cond_i -
                 uncond)``, Liu et al. 2022). Composable always runs the unconditional pass,
                 also at w = 1.
-            image_size: Side of the square images (default: the model's ``sample_size``).
+            image_size: Side of the square images drawn (default: `config`'s, then the
+                model's ``sample_size``).
+            output_size: Side the finished images (and trajectory frames) are resized to,
+                bilinearly (default: `config`'s; ``None`` there keeps the drawn size).
             generator: A CPU ``torch.Generator`` for reproducible draws.
             seed: Shortcut for ``generator=torch.Generator().manual_seed(seed)``.
             return_trajectory: Also keep ``trajectory_frames`` frames from noise to image.
@@ -498,8 +527,10 @@ class DDPMSampler(PushToHubMixin):
             images.append(x)
             if frames:
                 trajectories.append(torch.stack(frames))
-        output = SampleOutput(images=torch.cat(images), labels=names)
+        out_size = output_size or cfg.output_size
+        output = SampleOutput(images=_resize(torch.cat(images), out_size), labels=names)
         if return_trajectory:
-            output.trajectory = torch.cat(trajectories, dim=1).clamp(-1, 1)
+            frames = torch.cat(trajectories, dim=1)
+            output.trajectory = _resize(frames.flatten(0, 1), out_size).unflatten(0, frames.shape[:2]).clamp(-1, 1)
             output.frame_steps = [0] + [i + 1 for i in capture]
         return output

@@ -10,6 +10,7 @@ keep the labels true: shifts, blur, resolution loss, gamma, colour gains, bright
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -25,7 +26,9 @@ from ..labels import Vocabulary
 from ..models.serialization import load_safetensors, load_state_dict_strict, save_safetensors
 from ..render.randomization import DomainRandomization
 from ..render.renderer import render
-from ..render.sampling import sample_scene
+from ..render.sampling import sample_scene, scene_at
+from ..render.scene import Scene
+from ..utils.parallel import parallel_map
 from ..utils.config import JsonConfig
 from ..utils.io import atomic_write_json
 from .metrics import AccuracyResult, label_accuracy
@@ -57,6 +60,13 @@ class EvaluatorTrainingConfig(JsonConfig):
         checkpoint_every: Steps between checkpoints (resume restarts from the last one).
         init_from: Optional weights (safetensors) to start from instead of random ones, e.g.
             to fine-tune a trained evaluator with a new, lower learning-rate schedule.
+        device: Where to render and train (``"cpu"``, ``"cuda"``, ...). The rendered images
+            and the augmentation's random draws differ between devices by rounding only.
+        mixed_precision: ``"no"`` or ``"bf16"`` (autocast of the forward pass; weights and
+            loss stay float32). bf16 trains 1.4-1.7x faster on CPUs with bf16 instructions
+            and is the usual choice on GPUs.
+        workers: Processes that draw the scenes (their visibility check costs milliseconds
+            a scene, the bulk of the time when rendering on a GPU).
     """
 
     output_dir: str = "runs/evaluator"
@@ -73,12 +83,21 @@ class EvaluatorTrainingConfig(JsonConfig):
     seed: int = 0
     checkpoint_every: int = 250
     init_from: str | None = None
+    device: str = "cpu"
+    mixed_precision: str = "no"
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in ("no", "bf16"):
+            raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
 
 
-def _scene(index: int, config: EvaluatorTrainingConfig):  # type: ignore[no-untyped-def]
-    rng = np.random.default_rng([config.seed, 7, index])
-    style = "clevr" if rng.random() < config.clevr_fraction else "iclevr"
-    return sample_scene(rng, style=style, num_objects=(config.min_objects, config.max_objects))
+def _scene(index: int, seed: int, clevr_fraction: float, num_objects: tuple[int, int]) -> Scene:
+    rng = np.random.default_rng([seed, 7, index])
+    style = "clevr" if rng.random() < clevr_fraction else "iclevr"
+    return sample_scene(rng, style=style, num_objects=num_objects)
 
 
 def render_training_set(config: EvaluatorTrainingConfig, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,14 +114,25 @@ def render_training_set(config: EvaluatorTrainingConfig, progress: bool = True) 
             return data["images"], data["labels"]
     vocabulary = Vocabulary(Vocabulary.default().names, max_objects=None)
     images, labels = [], []
-    chunk = 64
-    for start in tqdm(range(0, config.num_images, chunk), desc="rendering evaluator data", disable=not progress):
-        ids = list(range(start, min(start + chunk, config.num_images)))
-        scenes = [_scene(i, config) for i in ids]
-        pixels = render(scenes, 64, 64, "square", config.supersample, seed=config.seed, scene_offset=ids,
-                        randomization=config.randomization).images  # fmt: skip
-        images.append((pixels * 255).round().to(torch.uint8))
-        labels.append(vocabulary.encode_batch([s.label_names for s in scenes]))
+    chunk = 64 if torch.device(config.device).type == "cpu" else 1024
+    # Worker processes draw a block of scenes at a time: their start-up (importing torch) is
+    # paid once per block, not once per rendered chunk.
+    block = chunk if config.workers == 1 else max(chunk, 8192)
+    draw = functools.partial(
+        _scene, seed=config.seed, clevr_fraction=config.clevr_fraction, num_objects=(config.min_objects, config.max_objects)
+    )
+    bar = tqdm(total=config.num_images, desc="rendering evaluator data", disable=not progress)
+    for first in range(0, config.num_images, block):
+        block_ids = list(range(first, min(first + block, config.num_images)))
+        block_scenes = parallel_map(draw, block_ids, config.workers)
+        for start in range(0, len(block_ids), chunk):
+            ids, scenes = block_ids[start : start + chunk], block_scenes[start : start + chunk]
+            pixels = render(scenes, 64, 64, "square", config.supersample, config.device, seed=config.seed,
+                            scene_offset=ids, randomization=config.randomization, chunk=chunk).images  # fmt: skip
+            images.append((pixels * 255).round().to(torch.uint8).cpu())
+            labels.append(vocabulary.encode_batch([s.label_names for s in scenes]))
+            bar.update(len(ids))
+    bar.close()
     data = {"images": torch.cat(images), "labels": torch.cat(labels)}
     out.mkdir(parents=True, exist_ok=True)
     save_safetensors(data, cached)
@@ -118,20 +148,21 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     of up to 0.04.
     """
     b, _, h, w = images.shape
+    device = images.device
 
     def u(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=generator)
+        return torch.rand(*shape, generator=generator, device=device)
 
     shift = (u(b, 2) * 9).long() - 4
     padded = torch.nn.functional.pad(images, (4, 4, 4, 4), mode="replicate")
-    rows = (torch.arange(h)[None, :] + 4 + shift[:, :1]).clamp(0, h + 7)
-    cols = (torch.arange(w)[None, :] + 4 + shift[:, 1:]).clamp(0, w + 7)
-    x = padded[torch.arange(b)[:, None, None], :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    rows = (torch.arange(h, device=device)[None, :] + 4 + shift[:, :1]).clamp(0, h + 7)
+    cols = (torch.arange(w, device=device)[None, :] + 4 + shift[:, 1:]).clamp(0, w + 7)
+    x = padded[torch.arange(b, device=device)[:, None, None], :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
     blur = u(b) < 0.5
     if blur.any():
         sigma = 0.3 + 0.9 * u(int(blur.sum()))
-        r = torch.arange(-3, 4, dtype=torch.float32)
+        r = torch.arange(-3, 4, dtype=torch.float32, device=device)
         k = torch.exp(-0.5 * (r[None, :] / sigma[:, None]) ** 2)
         k = k / k.sum(1, keepdim=True)  # (n, 7)
         sel = x[blur]
@@ -150,7 +181,7 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
     x = x.clamp(0, 1) ** torch.exp((u(b, 1, 1, 1) * 2 - 1) * math.log(1.33))
     x = x * (1 + (u(b, 3, 1, 1) * 2 - 1) * 0.08) + (u(b, 1, 1, 1) * 2 - 1) * 0.06
-    x = x + torch.randn(x.shape, generator=generator) * (u(b, 1, 1, 1) * 0.04)
+    x = x + torch.randn(x.shape, generator=generator, device=device) * (u(b, 1, 1, 1) * 0.04)
     return x.clamp(0, 1)
 
 
@@ -165,11 +196,13 @@ def train_evaluator(config: EvaluatorTrainingConfig, progress: bool = True, time
     atomic_write_json(out / "config.json", config.to_dict())
     started = time.monotonic()
     images, labels = render_training_set(config, progress)
+    device = torch.device(config.device)
+    images, labels = images.to(device), labels.to(device)
     torch.manual_seed(config.seed)
     model = ResNet18()
     if config.init_from is not None:
         load_state_dict_strict(model, load_safetensors(config.init_from), config.init_from)
-    model = model.to(memory_format=torch.channels_last)
+    model = model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     warmup = max(1, config.max_steps // 50)
 
@@ -178,13 +211,13 @@ def train_evaluator(config: EvaluatorTrainingConfig, progress: bool = True, time
             return config.learning_rate * (step + 1) / warmup
         return 0.5 * config.learning_rate * (1 + math.cos(math.pi * (step - warmup) / max(1, config.max_steps - warmup)))
 
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator(device).manual_seed(config.seed)
     step = 0
     checkpoint = out / "checkpoint.safetensors"
     if checkpoint.is_file():
         state = load_safetensors(checkpoint)
         model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
-        opt_state = torch.load(out / "optimizer.pt", weights_only=True)
+        opt_state = torch.load(out / "optimizer.pt", weights_only=True, map_location=device)
         optimizer.load_state_dict(opt_state)
         generator.set_state(state["rng"])
         step = int(state["step"].item())
@@ -193,12 +226,14 @@ def train_evaluator(config: EvaluatorTrainingConfig, progress: bool = True, time
     bar = tqdm(total=config.max_steps, initial=step, desc="training evaluator", disable=not progress)
     model.train()
     while step < config.max_steps:
-        index = torch.randint(images.shape[0], (config.batch_size,), generator=generator)
+        index = torch.randint(images.shape[0], (config.batch_size,), generator=generator, device=device)
         x = augment(images[index].float() / 255, generator) * 2 - 1
         y = labels[index]
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model.logits(x.contiguous(memory_format=torch.channels_last)), y)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16"):
+            logits = model.logits(x.contiguous(memory_format=torch.channels_last))
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -212,7 +247,7 @@ def train_evaluator(config: EvaluatorTrainingConfig, progress: bool = True, time
         if step % config.checkpoint_every == 0 or done:
             state = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
             state["step"] = torch.tensor(step)
-            state["rng"] = generator.get_state()
+            state["rng"] = generator.get_state()  # a CPU byte tensor for any device's generator
             torch.save(optimizer.state_dict(), out / "optimizer.pt.tmp")
             (out / "optimizer.pt.tmp").replace(out / "optimizer.pt")
             save_safetensors(state, checkpoint)
@@ -225,18 +260,26 @@ def train_evaluator(config: EvaluatorTrainingConfig, progress: bool = True, time
 
 
 def heldout_accuracy(
-    evaluator: torch.nn.Module, num_images: int = 960, seed: int = 10_000, progress: bool = False
+    evaluator: torch.nn.Module, num_images: int = 960, seed: int = 10_000, progress: bool = False, workers: int = 1
 ) -> AccuracyResult:
     """Accuracy on freshly rendered i-CLEVR-style images (1 to 3 large rubber objects, plain
-    CLEVR lighting, 64 x 64) drawn from a seed the training never used."""
+    CLEVR lighting, 64 x 64) drawn from a seed the training never used.
+
+    The images are rendered on the evaluator's device; ``workers`` processes draw the scenes.
+    """
+    if num_images < 1:
+        raise ValueError(f"num_images must be >= 1, got {num_images}")
+    device = next(evaluator.parameters()).device
+    draw = functools.partial(scene_at, seed=seed, style="iclevr", num_objects=(1, 3))
+    all_scenes = parallel_map(draw, range(num_images), workers)
     vocabulary = Vocabulary(Vocabulary.default().names, max_objects=None)
     probs, labels = [], []
     for start in tqdm(range(0, num_images, 64), desc="held-out images", disable=not progress):
         ids = list(range(start, min(start + 64, num_images)))
-        scenes = [sample_scene(np.random.default_rng([seed, i]), style="iclevr", num_objects=(1, 3)) for i in ids]
-        pixels = render(scenes, 64, 64, "square", seed=seed, scene_offset=ids).images
+        scenes = all_scenes[start : start + 64]
+        pixels = render(scenes, 64, 64, "square", device=device, seed=seed, scene_offset=ids).images
         # Rounded to 8 bits, as images written to PNG are.
         images = (pixels * 255).round() / 127.5 - 1
-        probs.append(evaluator.predict(images))  # type: ignore[operator]
+        probs.append(evaluator.predict(images).cpu())  # type: ignore[operator]
         labels.append(vocabulary.encode_batch([s.label_names for s in scenes]))
     return label_accuracy(torch.cat(probs), torch.cat(labels))

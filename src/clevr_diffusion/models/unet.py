@@ -20,11 +20,52 @@ from .serialization import (
     EMA_WEIGHTS_NAME,
     WEIGHTS_NAME,
     load_safetensors,
+    load_sharded_safetensors,
     load_state_dict_strict,
     save_safetensors,
 )
 
-__all__ = ["ConditionalUNet"]
+__all__ = ["EMA_SHARD_PREFIX", "WEIGHTS_SHARD_PREFIX", "ConditionalUNet"]
+
+WEIGHTS_SHARD_PREFIX = "model"
+"""Prefix of sharded weights, ``model-00001-of-0000N.safetensors`` (the layout bundled models use)."""
+EMA_SHARD_PREFIX = "model_ema"
+"""Prefix of sharded EMA weights, ``model_ema-00001-of-0000N.safetensors``."""
+
+
+def _shards(folder: Path, prefix: str) -> list[Path]:
+    """The ``{prefix}-*-of-*.safetensors`` files in ``folder``, in order."""
+    return sorted(folder.glob(f"{prefix}-*-of-*.safetensors"))
+
+
+def _check_shards(folder: Path, prefix: str) -> None:
+    """Fail with the names of missing shards (a partial copy), before anything is read.
+
+    Raises:
+        FileNotFoundError: If a shard of the set the first one names is missing.
+    """
+    count = int(_shards(folder, prefix)[0].stem.rsplit("-of-", 1)[1])
+    expected = [f"{prefix}-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
+    missing = [name for name in expected if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{folder} holds an incomplete set of {prefix} weight shards: missing {', '.join(missing)} "
+            f"of {count}; copy (or export) all of them"
+        )
+
+
+def _locate_weights(folder: Path, use_ema: bool) -> tuple[str, bool] | None:
+    """The weights to load from ``folder``: (file name or shard prefix, whether sharded).
+
+    EMA weights come first when ``use_ema``; a single file wins over shards of the same kind.
+    ``None`` if there are none.
+    """
+    order = [(EMA_WEIGHTS_NAME, False), (EMA_SHARD_PREFIX, True)] if use_ema else []
+    order += [(WEIGHTS_NAME, False), (WEIGHTS_SHARD_PREFIX, True)]
+    for name, sharded in order:
+        if _shards(folder, name) if sharded else (folder / name).is_file():
+            return name, sharded
+    return None
 
 
 class _Stage(nn.Module):
@@ -151,7 +192,7 @@ class ConditionalUNet(nn.Module, PushToHubMixin):
     @classmethod
     def from_pretrained(
         cls,
-        name_or_path: str | os.PathLike[str],
+        name_or_path: str | os.PathLike[str] | None = None,
         use_ema: bool = True,
         device: str | torch.device = "cpu",
         *,
@@ -161,12 +202,21 @@ class ConditionalUNet(nn.Module, PushToHubMixin):
         local_files_only: bool = False,
         force_download: bool = False,
     ) -> ConditionalUNet:
-        """Load a model saved by `save_pretrained`, from a folder or a Hub repo, in eval mode.
+        """Load a model saved by `save_pretrained`, a bundled model, or a Hub repo, in eval mode.
+
+        ``name_or_path`` is read in this order: ``None`` is the bundled default model
+        (`clevr_diffusion.pretrained.DEFAULT_MODEL`); an existing local folder is loaded as it
+        is; a bundled model's name (``"clevr-ddpm-small"``) is that model, shipped in the
+        package and loaded offline; anything else is a Hub repo id.
+
+        A folder's weights are ``model_ema.safetensors`` or ``model.safetensors``, or
+        ``model_ema-00001-of-0000N.safetensors`` / ``model-00001-of-0000N.safetensors`` shards
+        (how bundled models ship: float16, cast to float32 here).
 
         Args:
-            name_or_path: A folder with ``config.json`` and ``model.safetensors``, or a Hugging
-                Face Hub repo id such as ``"user/clevr-ddpm"`` (an existing folder wins).
-            use_ema: Load ``model_ema.safetensors`` when there is one.
+            name_or_path: ``None``, a folder with ``config.json`` and the weights, a bundled
+                model's name, or a Hugging Face Hub repo id such as ``"user/clevr-ddpm"``.
+            use_ema: Load the EMA weights when there are some.
             device: Where to put the model.
             revision: Branch, tag or commit id of a repo (default: main).
             token: Hub token for a private repo.
@@ -175,15 +225,17 @@ class ConditionalUNet(nn.Module, PushToHubMixin):
             force_download: Download again even if cached.
 
         Raises:
-            FileNotFoundError: If the folder or repo lacks ``config.json`` or the weights, or
-                the repo does not exist (or is not cached while offline).
+            FileNotFoundError: If the folder or repo lacks ``config.json`` or the weights (or
+                some of their shards), the repo does not exist (or is not cached while
+                offline), or the bundled model is not in this installation.
             ValueError: If a repo has no such revision, or a weights file is damaged.
             CheckpointMismatchError: If the weights belong to another configuration.
         """
         from ..hub import resolve_model_folder
+        from ..pretrained import resolve_model_name
 
         source = resolve_model_folder(
-            name_or_path,
+            resolve_model_name(name_or_path),
             revision=revision,
             token=token,
             cache_dir=cache_dir,
@@ -198,15 +250,25 @@ class ConditionalUNet(nn.Module, PushToHubMixin):
         folder = source.folder
         source.require(CONFIG_NAME, ": pass a folder written by save_pretrained (DDPMTrainer writes one at the end of training)")
         model = cls(UNetConfig.load(folder / CONFIG_NAME))
-        ema = folder / EMA_WEIGHTS_NAME
-        weights = ema if use_ema and ema.is_file() else source.require(WEIGHTS_NAME)
+        found = _locate_weights(folder, use_ema)
+        if found is None:
+            hint = "; it holds EMA weights only: load them with use_ema=True" if _locate_weights(folder, True) else ""
+            found = (source.require(WEIGHTS_NAME, hint).name, False)  # raises: there are no weights
+        name, sharded = found
+        where = source.describe(f"{name}-*-of-*.safetensors" if sharded else name)
         try:
-            state = load_safetensors(weights)
-        except ValueError as error:
+            if sharded:
+                _check_shards(folder, name)
+                shards = load_sharded_safetensors(folder, name)
+                # Shards ship in float16 to halve the package; the network computes in float32.
+                state = {k: v.float() if v.is_floating_point() else v for k, v in shards.items()}
+            else:
+                state = load_safetensors(folder / name)
+        except (ValueError, FileNotFoundError) as error:
             if source.repo_id is None:
                 raise
-            raise ValueError(f"{source.describe(weights.name)}: {error} (or pass force_download=True)") from error
-        load_state_dict_strict(model, state, source.describe(weights.name))
+            raise type(error)(f"{source.describe(None if sharded else name)}: {error} (or pass force_download=True)") from error
+        load_state_dict_strict(model, state, where)
         return model.to(device).eval()
 
     @property

@@ -27,6 +27,7 @@ rounded values, so a sampled scene satisfies them exactly as stored.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 
 from ..labels import COLORS, SHAPES
+from ..utils.parallel import parallel_map
 from .camera import REFERENCE_HEIGHT, REFERENCE_WIDTH, Camera
 from .geometry import object_id_map
 from .scene import (
@@ -59,6 +61,7 @@ __all__ = [
     "object_counts",
     "sample_scene",
     "sample_scenes",
+    "scene_at",
     "scene_prefix",
     "visible_pixel_counts",
 ]
@@ -331,27 +334,33 @@ def sample_scenes(
     min_visible_pixels: int = 200,
     max_tries: int = 50,
     max_restarts: int = 100,
+    workers: int = 1,
 ) -> list[Scene]:
     """Draw ``n`` scenes; scene i comes from ``numpy.random.default_rng([seed, i])``.
 
     So scene i is the same whatever ``n`` is (the first k of ``sample_scenes(n, seed)`` are
-    ``sample_scenes(k, seed)``). Other arguments as in `sample_scene`.
+    ``sample_scenes(k, seed)``), and whatever ``workers`` is. ``workers > 1`` draws them in
+    that many processes: the visibility check costs several milliseconds a scene, which adds
+    up for tens of thousands of scenes. Other arguments as in `sample_scene`.
 
     Raises:
-        ValueError: ``n`` or ``seed`` is negative or not an int, or as `sample_scene`.
+        ValueError: ``n`` or ``seed`` is negative or not an int, ``workers < 1``, or as
+            `sample_scene`.
     """
     _check_n_and_seed(n, seed)
-    return [
-        sample_scene(
-            np.random.default_rng([int(seed), i]),
-            style=style,
-            num_objects=num_objects,
-            min_visible_pixels=min_visible_pixels,
-            max_tries=max_tries,
-            max_restarts=max_restarts,
-        )
-        for i in range(n)
-    ]
+    draw = functools.partial(
+        scene_at, seed=int(seed), style=style, num_objects=num_objects, min_visible_pixels=min_visible_pixels,
+        max_tries=max_tries, max_restarts=max_restarts,
+    )  # fmt: skip
+    return parallel_map(draw, range(n), workers)
+
+
+def scene_at(index: int, seed: int, style: Style = "iclevr", num_objects: int | tuple[int, int] | None = None, **kwargs: int) -> Scene:
+    """Scene ``index`` of the stream ``seed``: `sample_scene` with ``numpy.random.default_rng([seed, index])``.
+
+    Keyword arguments are `sample_scene`'s ``min_visible_pixels``, ``max_tries`` and ``max_restarts``.
+    """
+    return sample_scene(np.random.default_rng([int(seed), int(index)]), style=style, num_objects=num_objects, **kwargs)
 
 
 def scene_prefix(scene: Scene, k: int, recount: bool = True) -> Scene:

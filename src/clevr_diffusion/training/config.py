@@ -18,6 +18,10 @@ class TrainerConfig(JsonConfig):
     Attributes:
         output_dir: Run folder (checkpoints, sample grids, metrics, the final model).
         max_steps: Optimiser steps to train for.
+        time_limit_s: Also stop once this many seconds of wall time have passed in one call of
+            `DDPMTrainer.train` (checked after each step; the run then ends as at
+            ``max_steps``: checkpoint, samples, model), for training on a time budget. A run
+            started again resumes from that checkpoint towards ``max_steps``. ``None``: no limit.
         batch_size: Images per process and micro-batch.
         gradient_accumulation_steps: Micro-batches per optimiser step.
         learning_rate: Peak AdamW learning rate.
@@ -68,6 +72,7 @@ class TrainerConfig(JsonConfig):
 
     output_dir: str = "runs/clevr-ddpm"
     max_steps: int = 10_000
+    time_limit_s: float | None = None
     batch_size: int = 64
     gradient_accumulation_steps: int = 1
     learning_rate: float = 2e-4
@@ -103,6 +108,7 @@ class TrainerConfig(JsonConfig):
     def __post_init__(self) -> None:
         checks = [
             (self.max_steps >= 1, "max_steps must be >= 1"),
+            (self.time_limit_s is None or self.time_limit_s > 0, "time_limit_s must be > 0 (or None)"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1"),
             (self.learning_rate > 0, "learning_rate must be > 0"),

@@ -241,8 +241,10 @@ class DDPMTrainer:
             self.ema.update(self._unwrap(model))
             self.step += 1
             bar.update(1)
+            out_of_time = self._out_of_time(started)
+            last = self.step == cfg.max_steps or out_of_time
 
-            if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+            if self.step % cfg.log_every == 0 or last:
                 mean_loss = acc.reduce(torch.stack(window).mean(), "mean").item()
                 window.clear()
                 if not math.isfinite(mean_loss):
@@ -253,12 +255,15 @@ class DDPMTrainer:
                 rate = (self.step - start_step) * cfg.batch_size * accum * acc.num_processes / (time.perf_counter() - started)
                 bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.1f}")
                 self._log({"step": self.step, "loss": mean_loss, "lr": optimizer.param_groups[0]["lr"], "images_per_s": rate})
-            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.max_steps:
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not last:
                 self.save_checkpoint(model, optimizer)
-            if cfg.sample_every > 0 and self.step % cfg.sample_every == 0 and self.step < cfg.max_steps:
+            if cfg.sample_every > 0 and self.step % cfg.sample_every == 0 and not last:
                 self.save_samples()
-            if cfg.push_every and self.step % cfg.push_every == 0 and self.step < cfg.max_steps:
+            if cfg.push_every and self.step % cfg.push_every == 0 and not last:
                 self.push_to_hub(self._unwrap(model))
+            if out_of_time:
+                logger.info("time limit of %.0f s reached at step %d of %d", cfg.time_limit_s, self.step, cfg.max_steps)
+                break
         bar.close()
 
         if not ckpt.checkpoint_path(self.checkpoint_dir, self.step).is_dir():
@@ -274,6 +279,18 @@ class DDPMTrainer:
             self.model.to(memory_format=torch.contiguous_format)  # hand the model back as it came
         acc.wait_for_everyone()
         return self.model_dir
+
+    def _out_of_time(self, started: float) -> bool:
+        """Whether ``config.time_limit_s`` has passed since ``started``, agreed by all processes."""
+        limit = self.config.time_limit_s
+        if limit is None:
+            return False
+        # Every process must stop at the same step, or the others would wait forever in the
+        # next gradient all-reduce; the main process's clock decides.
+        flag = torch.tensor(float(time.perf_counter() - started > limit), device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            flag = self.accelerator.gather(flag[None])[0]
+        return bool(flag.item())
 
     # ------------------------------------------------------------------ speed settings
     def _set_tf32(self) -> None:

@@ -37,10 +37,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    # mkstemp makes owner-only files; give the result the permissions open() would.
-    os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield tmp
+        # mkstemp makes owner-only files, and some writers (safetensors) recreate the file
+        # with those permissions: give the result the permissions open() would.
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb+") as handle:
             # Flush to disk before the rename so a power cut cannot leave an empty file.
             os.fsync(handle.fileno())
