@@ -18,6 +18,7 @@ from ..data.dataset import ClevrDataset
 from ..diffusion.noise import NoiseConfig
 from ..diffusion.sampler import DDPMSampler
 from ..diffusion.schedulers import SAMPLING_PRESETS
+from ..evaluation.evaluate import _as_saved
 from ..evaluation.evaluator import ClevrEvaluator
 from ..evaluation.metrics import AccuracyResult
 from ..labels import CONDITION_SETS, encode_batch, load_conditions
@@ -26,7 +27,6 @@ from ..pretrained import DEFAULT_MODEL, bundled_model_name
 from ..render.dataset_writer import make_dataset
 from ..training.config import TrainerConfig
 from ..training.trainer import DDPMTrainer
-from ..utils.images import to_uint8
 from .options import add_model_option
 
 logger = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
 def _score(evaluator: ClevrEvaluator, images: torch.Tensor, label_sets: list[list[str]]) -> AccuracyResult:
     """The evaluator's accuracy on ``images`` (B, 3, H, W) in [-1, 1], as their PNGs read back
     (8-bit), the way `clevr-diffusion evaluate` scores them."""
-    saved = to_uint8(images).float() / 127.5 - 1
+    saved = _as_saved(images)
     with warnings.catch_warnings():
         # Smaller models draw 32 x 32 images; the evaluator resizes them to its 64 x 64.
         warnings.filterwarnings("ignore", message="the evaluator expects 64 x 64 images")

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..evaluation.evaluate import default_device, evaluate, load_evaluator
 from ..evaluation.evaluator import ClevrEvaluator
 from ..labels import CONDITION_SETS
-from ..pretrained import bundled_model_dir, bundled_model_name
+from ..pretrained import bundled_model_name
 from .options import add_model_option, add_sampling_options, sampling_kwargs
 
 
@@ -102,8 +102,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-    bundled = bundled_model_name(args.model)
-    model = bundled_model_dir(bundled) if bundled is not None else args.model
+    model, bundled = args.model, bundled_model_name(args.model)
     device = args.device or default_device()
     evaluator = _evaluator(args, device)
     if args.out is not None:

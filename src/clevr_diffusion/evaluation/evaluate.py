@@ -429,7 +429,7 @@ def _evaluate_file(
 
 
 def evaluate(
-    model: str | os.PathLike[str] | DDPMSampler,
+    model: str | os.PathLike[str] | DDPMSampler | None,
     output_dir: str | os.PathLike[str],
     evaluator: ClevrEvaluator | str | os.PathLike[str] | None = None,
     files: Sequence[str | os.PathLike[str]] = ("test", "new_test"),
@@ -456,8 +456,9 @@ def evaluate(
     saved (8-bit), so re-scoring the PNGs gives the same numbers.
 
     Args:
-        model: A model folder (from `DDPMSampler.save_pretrained` or the trainer's ``RUN/model``)
-            or a `DDPMSampler`.
+        model: A model folder (from `DDPMSampler.save_pretrained` or the trainer's ``RUN/model``),
+            a bundled model's name (``"clevr-ddpm-small"``; ``None``: the bundled default), a Hub
+            repo id, or a `DDPMSampler`.
         output_dir: Where to write (created if missing; files of an earlier run are replaced).
         evaluator: A `ClevrEvaluator`; a path to the official ``checkpoint.pth`` (loaded with
             `ClevrEvaluator.from_checkpoint`) or to weights from ``train-evaluator``
@@ -502,6 +503,10 @@ def evaluate(
         raise ValueError(f"condition files must have different names, got {names}")
     conditions = {name: load_conditions(f) for name, f in zip(names, files, strict=True)}
 
+    if not isinstance(model, DDPMSampler):
+        from ..pretrained import resolve_model_name
+
+        model = resolve_model_name(model)  # a bundled name becomes its folder in the package
     if isinstance(model, DDPMSampler):
         sampler, model_path = model, None
         if device is not None:
