@@ -46,7 +46,8 @@ def main() -> int:
         evaluator = ClevrEvaluator.from_file(args.weights)
     else:
         evaluator = ClevrEvaluator()
-    print(f"evaluator: {evaluator.kind}")
+    layout = "official layout" if evaluator.uses_maxpool else "no stem max pool"
+    print(f"evaluator: {evaluator.kind} ({layout})")
 
     if args.heldout > 0:
         result = heldout_accuracy(evaluator, num_images=args.heldout)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from .evaluate import EvaluationResult, FileEvaluation, evaluate
 from .evaluator import ClevrEvaluator, bundled_weights_dir
 from .metrics import AccuracyResult, label_accuracy
-from .resnet import ResNet18
+from .resnet import ResNet18, maxpool_from_metadata
 from .training import EvaluatorTrainingConfig, augment, heldout_accuracy, render_training_set, train_evaluator
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "evaluate",
     "heldout_accuracy",
     "label_accuracy",
+    "maxpool_from_metadata",
     "render_training_set",
     "train_evaluator",
 ]

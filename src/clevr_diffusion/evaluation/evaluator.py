@@ -14,11 +14,12 @@ from ..models.serialization import (
     load_safetensors,
     load_sharded_safetensors,
     load_state_dict_strict,
+    read_safetensors_metadata,
     save_safetensors,
     save_sharded_safetensors,
 )
 from .metrics import AccuracyResult, label_accuracy
-from .resnet import ResNet18
+from .resnet import ResNet18, maxpool_from_metadata
 
 __all__ = ["BUNDLED_PREFIX", "ClevrEvaluator", "bundled_weights_dir"]
 
@@ -44,20 +45,25 @@ class ClevrEvaluator(ResNet18):
     Args:
         pretrained: Load the bundled weights; ``False`` leaves random ones.
         device: Device to move to.
+        maxpool: With ``pretrained=False``, keep the stem's max pool (the official layout) or
+            not (see `clevr_diffusion.evaluation.resnet.ResNet18`). Loaded weights bring their
+            own setting in their metadata.
 
     Attributes:
         kind: ``"bundled"``, ``"official"``, ``"file"`` or ``"random"``.
+        uses_maxpool: Whether the stem's max pool runs (the official layout). The bundled
+            weights run without it, for finer feature maps that tell small objects' shapes
+            apart; the layout does not change the state dict.
 
     Call it on images (B, 3, 64, 64) in [-1, 1] (mean 0.5 / std 0.5 normalisation, as the
     official one expects) to get (B, 24) probabilities in [0, 1]; other sizes are resized
     (bilinear) with a warning. It starts in eval mode.
     """
 
-    def __init__(self, pretrained: bool = True, device: str | torch.device | None = None) -> None:
-        super().__init__(num_classes=24)
-        self.kind = "random"
+    def __init__(self, pretrained: bool = True, device: str | torch.device | None = None, maxpool: bool = True) -> None:
+        state: dict[str, torch.Tensor] = {}
+        folder = bundled_weights_dir()
         if pretrained:
-            folder = bundled_weights_dir()
             try:
                 state = load_sharded_safetensors(folder, BUNDLED_PREFIX)
             except FileNotFoundError as error:
@@ -65,6 +71,11 @@ class ClevrEvaluator(ResNet18):
                     f"the bundled evaluator weights are missing ({error}); reinstall clevr-diffusion, or "
                     "use ClevrEvaluator.from_checkpoint('checkpoint.pth') or ClevrEvaluator(pretrained=False)"
                 ) from error
+            first = sorted(folder.glob(f"{BUNDLED_PREFIX}-*-of-*.safetensors"))[0]
+            maxpool = maxpool_from_metadata(read_safetensors_metadata(first))
+        super().__init__(num_classes=24, maxpool=maxpool)
+        self.kind = "random"
+        if pretrained:
             load_state_dict_strict(self, {k: v.float() for k, v in state.items()}, f"bundled weights in {folder}")
             self.kind = "bundled"
         self.eval()
@@ -113,20 +124,21 @@ class ClevrEvaluator(ResNet18):
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> ClevrEvaluator:
-        """Load weights saved by `save` or ``clevr-diffusion train-evaluator`` (safetensors)."""
-        evaluator = cls(pretrained=False)
+        """Load weights saved by `save` or ``clevr-diffusion train-evaluator`` (safetensors),
+        in the layout their metadata records."""
+        evaluator = cls(pretrained=False, maxpool=maxpool_from_metadata(read_safetensors_metadata(path)))
         load_state_dict_strict(evaluator, {k: v.float() for k, v in load_safetensors(path).items()}, str(path))
         evaluator.kind = "file"
         return evaluator.to(device).eval()
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the weights as one float32 safetensors file, atomically."""
-        return save_safetensors(self.state_dict(), path)
+        return save_safetensors(self.state_dict(), path, self.weights_metadata())
 
     def save_bundle(self, folder: str | os.PathLike[str], max_bytes: int = 15 * 2**20) -> list[Path]:
         """Write the weights as float16 shards of at most ``max_bytes`` (how they ship in the package)."""
         state = {k: (v.half() if v.is_floating_point() else v) for k, v in self.state_dict().items()}
-        return save_sharded_safetensors(state, folder, BUNDLED_PREFIX, max_bytes)
+        return save_sharded_safetensors(state, folder, BUNDLED_PREFIX, max_bytes, self.weights_metadata())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) images in [-1, 1] -> (B, 24) probabilities in [0, 1]."""

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -62,6 +62,23 @@ def load_safetensors(path: str | os.PathLike[str], device: str | torch.device = 
         ) from error
 
 
+def read_safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The string metadata stored in a safetensors file's header (empty if none).
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        ValueError: If the file is not a readable safetensors file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No weights file at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except (SafetensorError, OSError, RuntimeError) as error:
+        raise ValueError(f"{path} is not a readable safetensors file ({error})") from error
+
+
 def load_state_dict_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load ``state`` into ``module``, failing with every mismatch listed.
 
@@ -99,10 +116,15 @@ def load_state_dict_strict(module: nn.Module, state: dict[str, torch.Tensor], so
 
 
 def save_sharded_safetensors(
-    state: dict[str, torch.Tensor], folder: str | os.PathLike[str], prefix: str, max_bytes: int = 15 * 2**20
+    state: dict[str, torch.Tensor],
+    folder: str | os.PathLike[str],
+    prefix: str,
+    max_bytes: int = 15 * 2**20,
+    metadata: dict[str, str] | None = None,
 ) -> list[Path]:
     """Write ``state`` as ``{prefix}-00001-of-0000N.safetensors`` files of at most ``max_bytes``
-    of tensor data each (whole tensors per file, in key order), atomically.
+    of tensor data each (whole tensors per file, in key order), atomically; every shard
+    carries ``metadata``.
 
     Used for weights that ship inside the package, where each file must stay small.
     """
@@ -120,7 +142,7 @@ def save_sharded_safetensors(
     for old in folder.glob(f"{prefix}-*-of-*.safetensors"):
         old.unlink()
     return [
-        save_safetensors(shard, folder / f"{prefix}-{i + 1:05d}-of-{len(shards):05d}.safetensors")
+        save_safetensors(shard, folder / f"{prefix}-{i + 1:05d}-of-{len(shards):05d}.safetensors", metadata)
         for i, shard in enumerate(shards)
     ]
 
