@@ -15,6 +15,7 @@ from ..models.serialization import (
     load_sharded_safetensors,
     load_state_dict_strict,
     read_safetensors_metadata,
+    read_sharded_metadata,
     save_safetensors,
     save_sharded_safetensors,
 )
@@ -62,8 +63,8 @@ class ClevrEvaluator(ResNet18):
 
     def __init__(self, pretrained: bool = True, device: str | torch.device | None = None, maxpool: bool = True) -> None:
         state: dict[str, torch.Tensor] = {}
-        folder = bundled_weights_dir()
         if pretrained:
+            folder = bundled_weights_dir()
             try:
                 state = load_sharded_safetensors(folder, BUNDLED_PREFIX)
             except FileNotFoundError as error:
@@ -71,8 +72,7 @@ class ClevrEvaluator(ResNet18):
                     f"the bundled evaluator weights are missing ({error}); reinstall clevr-diffusion, or "
                     "use ClevrEvaluator.from_checkpoint('checkpoint.pth') or ClevrEvaluator(pretrained=False)"
                 ) from error
-            first = sorted(folder.glob(f"{BUNDLED_PREFIX}-*-of-*.safetensors"))[0]
-            maxpool = maxpool_from_metadata(read_safetensors_metadata(first))
+            maxpool = maxpool_from_metadata(read_sharded_metadata(folder, BUNDLED_PREFIX))
         super().__init__(num_classes=24, maxpool=maxpool)
         self.kind = "random"
         if pretrained:

@@ -147,15 +147,29 @@ def save_sharded_safetensors(
     ]
 
 
+def _shard_paths(folder: str | os.PathLike[str], prefix: str) -> list[Path]:
+    paths = sorted(Path(folder).glob(f"{prefix}-*-of-*.safetensors"))
+    if not paths:
+        raise FileNotFoundError(f"no {prefix}-*-of-*.safetensors weights in {folder}")
+    return paths
+
+
+def read_sharded_metadata(folder: str | os.PathLike[str], prefix: str) -> dict[str, str]:
+    """The metadata `save_sharded_safetensors` gave every shard (read from the first one).
+
+    Raises:
+        FileNotFoundError: If there is no shard.
+    """
+    return read_safetensors_metadata(_shard_paths(folder, prefix)[0])
+
+
 def load_sharded_safetensors(folder: str | os.PathLike[str], prefix: str) -> dict[str, torch.Tensor]:
     """Read the shards `save_sharded_safetensors` wrote into one dict.
 
     Raises:
         FileNotFoundError: If no shard, or not every shard, is there.
     """
-    paths = sorted(Path(folder).glob(f"{prefix}-*-of-*.safetensors"))
-    if not paths:
-        raise FileNotFoundError(f"no {prefix}-*-of-*.safetensors weights in {folder}")
+    paths = _shard_paths(folder, prefix)
     expected = int(paths[0].stem.rsplit("-of-", 1)[1])
     if len(paths) != expected:
         raise FileNotFoundError(f"{folder} holds {len(paths)} of the {expected} shards of {prefix}; copy them all")
