@@ -37,6 +37,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--clevr-fraction", type=float, default=defaults.clevr_fraction,
                         help=f"share of full-CLEVR scenes (default: {defaults.clevr_fraction})")  # fmt: skip
     parser.add_argument("--max-objects", type=int, default=defaults.max_objects, help=f"(default: {defaults.max_objects})")
+    parser.add_argument("--supersample", type=int, default=defaults.supersample,
+                        help=f"renderer samples per pixel, k x k (default: {defaults.supersample})")  # fmt: skip
+    parser.add_argument("--shaded-per-pixel", type=int, default=None,
+                        help="of those, samples shaded on diffuse surfaces (default: 1); k*k keeps small shadows sharper")  # fmt: skip
     parser.add_argument("--no-randomize", action="store_true", help="render without domain randomisation")
     parser.add_argument("--no-maxpool", action="store_true",
                         help="drop the ResNet's stem max pool: finer feature maps that see small objects better, ~3x the compute")  # fmt: skip
@@ -63,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         learning_rate=args.lr, clevr_fraction=args.clevr_fraction, max_objects=args.max_objects, seed=args.seed,
         init_from=None if args.init is None else str(args.init), device=args.device,
         mixed_precision=args.mixed_precision, workers=args.workers, maxpool=not args.no_maxpool,
+        supersample=args.supersample, shaded_per_pixel=args.shaded_per_pixel,
         randomization=DomainRandomization(light_power=0, light_color=0, indirect=0, floor_albedo=(0.8, 0.8),
                                           floor_tint=0, roughness=0, fov=0) if args.no_randomize else DomainRandomization(),
     )  # fmt: skip

@@ -51,7 +51,13 @@ class EvaluatorTrainingConfig(JsonConfig):
         min_objects: Fewest objects per image.
         max_objects: Most objects per image (the official evaluator saw up to 5).
         randomization: Domain randomisation of the rendering.
-        supersample: Renderer supersampling.
+        supersample: Renderer supersampling (k x k samples a pixel).
+        shaded_per_pixel: How many of those samples are shaded on diffuse surfaces (see
+            `clevr_diffusion.render.render`); ``None`` keeps the renderer's default of 1.
+            Shading every sample (``supersample**2``) costs little at 64 x 64 and needs less
+            of the renderer's smoothing, which keeps the small contact shadows of small
+            objects: with ``supersample=3, shaded_per_pixel=9`` the renders of the Blender
+            reference scenes are 4.4 levels off around small objects, against 5.8.
         batch_size: Images per step.
         max_steps: Optimiser steps.
         learning_rate: Peak AdamW learning rate (cosine decay after a short warm-up).
@@ -79,6 +85,7 @@ class EvaluatorTrainingConfig(JsonConfig):
     max_objects: int = 5
     randomization: DomainRandomization = field(default_factory=DomainRandomization)
     supersample: int = 2
+    shaded_per_pixel: int | None = None
     batch_size: int = 64
     max_steps: int = 8_000
     learning_rate: float = 2e-3
@@ -96,6 +103,13 @@ class EvaluatorTrainingConfig(JsonConfig):
             raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.supersample < 1:
+            raise ValueError(f"supersample must be >= 1, got {self.supersample}")
+        if self.shaded_per_pixel is not None and not 1 <= self.shaded_per_pixel <= self.supersample**2:
+            raise ValueError(
+                f"shaded_per_pixel must be between 1 and supersample**2 = {self.supersample**2}, "
+                f"got {self.shaded_per_pixel}; raise supersample or shade fewer samples"
+            )
 
 
 def _scene(index: int, seed: int, clevr_fraction: float, num_objects: tuple[int, int]) -> Scene:
@@ -132,7 +146,8 @@ def render_training_set(config: EvaluatorTrainingConfig, progress: bool = True) 
         for start in range(0, len(block_ids), chunk):
             ids, scenes = block_ids[start : start + chunk], block_scenes[start : start + chunk]
             pixels = render(scenes, 64, 64, "square", config.supersample, config.device, seed=config.seed,
-                            scene_offset=ids, randomization=config.randomization, chunk=chunk).images  # fmt: skip
+                            scene_offset=ids, randomization=config.randomization, chunk=chunk,
+                            shaded_per_pixel=config.shaded_per_pixel).images  # fmt: skip
             images.append((pixels * 255).round().to(torch.uint8).cpu())
             labels.append(vocabulary.encode_batch([s.label_names for s in scenes]))
             bar.update(len(ids))
