@@ -36,12 +36,11 @@ REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "blen
 CLEVR_SEED = 20_000  # no training run or other check draws scenes from this seed
 
 
-def label_hits_by_size(scenes: list[Scene], probs: torch.Tensor) -> dict[str, list[int]]:
+def label_hits_by_size(scenes: list[Scene], probs: torch.Tensor, vocabulary: Vocabulary) -> dict[str, list[int]]:
     """[hits, labels] per object size under the top-k rule (k = distinct labels per image).
 
     A label held by objects of both sizes counts as large, the easier one to see.
     """
-    vocabulary = Vocabulary(Vocabulary.default().names, max_objects=None)
     counts = {"large": [0, 0], "small": [0, 0]}
     for scene, p in zip(scenes, probs, strict=True):
         sizes: dict[int, str] = {}
@@ -78,6 +77,7 @@ def main() -> int:
         result = heldout_accuracy(evaluator, num_images=args.heldout)
         print(f"held-out renders ({args.heldout} images, 1-3 objects): {result}")
 
+    vocabulary = Vocabulary(Vocabulary.default().names, max_objects=None)
     if args.clevr > 0:
         fresh = [scene_at(i, seed=CLEVR_SEED, style="clevr") for i in range(args.clevr)]
         pixels = torch.cat([
@@ -85,13 +85,12 @@ def main() -> int:
             for s in range(0, len(fresh), 64)
         ])  # fmt: skip
         probs = evaluator.predict((pixels * 255).round() / 127.5 - 1)
-        labels = Vocabulary(Vocabulary.default().names, max_objects=None).encode_batch([s.label_names for s in fresh])
+        labels = vocabulary.encode_batch([s.label_names for s in fresh])
         print(f"fresh full-CLEVR renders ({args.clevr} images, 3-6 objects): {label_accuracy(probs, labels)}")
-        for size, (hits, total) in label_hits_by_size(fresh, probs).items():
+        for size, (hits, total) in label_hits_by_size(fresh, probs, vocabulary).items():
             print(f"    {size} objects: {hits / total:.4f} ({hits}/{total} labels)")
 
     scenes = load_scenes(args.reference / "scenes.json")
-    vocabulary = Vocabulary(Vocabulary.default().names, max_objects=None)
     for kind in ("iclevr", "clevr"):
         picked = [s for s in scenes if s.extra.get("kind") == kind]
         images = torch.stack([
