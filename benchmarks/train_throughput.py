@@ -20,15 +20,23 @@ options on ``ours-default``: channels-last memory layout and (with a C++ compile
     python benchmarks/train_throughput.py --threads 1 --batch-size 8 --repeats 3 --warmup 1
     python benchmarks/train_throughput.py --device cuda --batch-size 64 --mixed-precision bf16
     python benchmarks/train_throughput.py --models ours-default --options
+    python benchmarks/train_throughput.py --models ours-default --compare-to HEAD --rounds 3
+
+``--compare-to REF`` times the library of git revision REF beside the working tree's, in child
+processes that alternate between the two (``--rounds`` times), and prints both with the ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import platform
 import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -242,6 +250,45 @@ def option_results(args: argparse.Namespace, device: torch.device) -> list[Resul
     return results
 
 
+def compare_versions(args: argparse.Namespace, device: torch.device) -> None:
+    """Time ``--models`` with the working tree's library and with ``--compare-to``'s, alternating."""
+    from _versions import child_env, extract_src
+
+    forwarded = [
+        "--child", "--device", args.device, "--batch-size", str(args.batch_size), "--repeats", str(args.repeats),
+        "--warmup", str(args.warmup), "--mixed-precision", args.mixed_precision, "--models", *args.models,
+    ]  # fmt: skip
+    forwarded += ["--threads", str(args.threads)] if args.threads else []
+    forwarded += ["--compile"] if args.compile else []
+    forwarded += ["--channels-last"] if args.channels_last else []
+    times: dict[tuple[str, str], list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        versions = {"working tree": None, args.compare_to: extract_src(args.compare_to, Path(tmp))}
+        for round_ in range(args.rounds):
+            for version, src in versions.items():
+                out = subprocess.run(
+                    [sys.executable, __file__, *forwarded], env=child_env(src), capture_output=True, text=True, check=True
+                )
+                for name, values in json.loads(out.stdout.strip().splitlines()[-1]).items():
+                    times.setdefault((name, version), []).extend(values)
+                print(f"  round {round_ + 1}: measured {version}", flush=True)
+    print(platform_line(device))
+    print(
+        f"batch {args.batch_size}, mixed precision {args.mixed_precision}, compile {args.compile}, channels_last "
+        f"{args.channels_last}; median of {args.rounds} x {args.repeats} steps, versions alternating"
+    )
+    print(f"{'model':16} {'library':>14} {'images/s':>9} {'s/step':>8} {'min s':>8} {'max s':>8} {'ratio':>7}")
+    for name in args.models:
+        old = statistics.median(times[(name, args.compare_to)])
+        for version in (args.compare_to, "working tree"):
+            values = times[(name, version)]
+            median = statistics.median(values)
+            print(
+                f"{name:16} {version:>14} {args.batch_size / median:9.2f} {median:8.3f} {min(values):8.3f} "
+                f"{max(values):8.3f} {old / median:6.2f}x"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -256,11 +303,21 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--options", action="store_true", help="also compare channels-last / compile on ours-default")
     parser.add_argument("--plot", type=Path, default=Path("/tmp/train_throughput.png"))
+    parser.add_argument("--compare-to", metavar="GIT_REF", default=None, help="also time the library of this revision")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of the two versions (--compare-to)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.batch_size = args.batch_size or (64 if device.type == "cuda" else 16)
+    if args.child:
+        settings = Settings(device, args.batch_size, args.mixed_precision, args.compile, args.channels_last)
+        print(json.dumps({name: measure(name, build(name), settings, args.repeats, args.warmup).times for name in args.models}))
+        return
+    if args.compare_to:
+        compare_versions(args, device)
+        return
 
     print(platform_line(device))
     print(

@@ -118,6 +118,20 @@ def test_preload_matches_lazy_loading(folder: Path) -> None:
     assert torch.equal(eager[2][0], _solid(list(LABELS)[2], 6, 10))
 
 
+def test_gather_stacks_the_items_and_needs_preloading(folder: Path) -> None:
+    lazy = ClevrDataset(folder, image_size=(6, 10))
+    assert not lazy.can_gather
+    with pytest.raises(RuntimeError, match="preload=True"):
+        lazy.gather(torch.tensor([0]))
+    lazy.make_resident("cpu")  # decodes now
+    assert lazy.can_gather
+    images, labels = lazy.gather(torch.tensor([3, 0, 3]))
+    assert images.shape == (3, 3, 6, 10) and labels.shape == (3, 24)
+    for row, index in enumerate([3, 0, 3]):
+        item = ClevrDataset(folder, image_size=(6, 10))[index]
+        assert torch.equal(images[row], item[0]) and torch.equal(labels[row], item[1])
+
+
 def test_pickle_round_trip(folder: Path) -> None:
     ds = ClevrDataset(folder, image_size=8)
     copy = pickle.loads(pickle.dumps(ds))

@@ -8,6 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from clevr_diffusion import CheckpointMismatchError, ConditionalUNet, UNetConfig, encode_batch
 from clevr_diffusion.models import (
@@ -220,3 +221,64 @@ def test_truncated_weights_file_fails_clearly(tmp_path) -> None:  # type: ignore
 def test_missing_folder_fails_clearly(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(FileNotFoundError, match="config.json"):
         ConditionalUNet.from_pretrained(tmp_path / "nowhere")
+
+
+class _RecordOps(TorchDispatchMode):
+    """Records the aten ops that run (below autograd and autocast) and the dtypes they cast."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+        self.activation_casts = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        self.ops.append(str(func))
+        out = func(*args, **(kwargs or {}))
+        # A cast of a whole feature map (B, C, H, W), as opposed to a weight's cast.
+        if func is torch.ops.aten._to_copy.default and args[0].dim() == 4 and args[0].shape[0] == 4:
+            self.activation_casts += 1
+        return out
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_attention_runs_the_fused_kernel_not_the_math_fallback(channels_last: bool) -> None:
+    """q, k, v split from an NCHW map are strided views; SDPA then falls back to its plain
+    float32 kernel (softmax of bmm) unless they are made unit-stride."""
+    attention = SelfAttention(64, num_heads=4, groups=32)
+    x = torch.randn(2, 64, 8, 8, requires_grad=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with _RecordOps() as record:
+        attention(x).sum().backward()
+    assert "aten._scaled_dot_product_flash_attention_for_cpu.default" in record.ops
+    assert "aten._scaled_dot_product_flash_attention_for_cpu_backward.default" in record.ops
+    assert "aten.bmm.default" not in record.ops
+
+
+def test_norms_stay_in_bf16_under_autocast_and_agree_with_float32() -> None:
+    """Under bf16 autocast the norm + modulation + SiLU chain keeps the feature maps in bf16
+    (no up-and-down casts around each norm) and matches float32 to bf16 precision."""
+    torch.manual_seed(0)
+    model = ConditionalUNet(**TINY)
+    for module in model.modules():  # non-zero modulation, so gamma and beta take part
+        if isinstance(module, AdaptiveGroupNorm):
+            torch.nn.init.normal_(module.proj[1].weight, std=0.1)
+    x, t, labels = torch.randn(4, 3, 16, 16), torch.tensor([1, 10, 100, 500]), encode_batch([["red cube"]] * 4)
+    reference = model(x, t, labels)
+    with torch.autocast("cpu", dtype=torch.bfloat16), _RecordOps() as record:
+        out = model(x, t, labels)
+        out.float().sum().backward()
+    assert out.dtype == torch.bfloat16
+    # 3 are the network's input and output casts: before, every norm added two.
+    assert record.activation_casts <= 4, record.activation_casts
+    error = (out.float() - reference).abs().max() / reference.abs().max()
+    assert error < 0.05, error
+
+    norm = AdaptiveGroupNorm(16, 8, groups=4)
+    torch.nn.init.normal_(norm.proj[1].weight, std=0.1)
+    h, cond = torch.randn(4, 16, 8, 8) * 3 + 1, torch.randn(4, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = norm(h.bfloat16(), cond)
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), norm(h.bfloat16().float(), cond), atol=0.03, rtol=0.02)
+    assert norm(h, cond).dtype == torch.float32  # no autocast: untouched

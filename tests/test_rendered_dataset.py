@@ -106,10 +106,45 @@ def test_cache_renders_each_item_once_and_changes_nothing(dataset: RenderedClevr
     calls = render_calls
     first = cached.__getitems__([2, 5, 7])
     again = cached.__getitems__([7, 2, 8, -1])  # 8 and -1 are the same item, not yet rendered
-    assert calls == [3, 2]
+    assert calls == [3, 1]  # item 8 (also -1) rendered once
     for (image, label), index in zip(first + again, [2, 5, 7, 7, 2, 8, 8]):
         assert torch.equal(image, dataset[index][0]) and torch.equal(label, dataset[index][1])
     assert "cache=True" in repr(cached)
+
+
+def test_gather_reads_whole_batches_and_renders_each_item_once(dataset: RenderedClevrDataset, render_calls: list[int]) -> None:
+    cached = RenderedClevrDataset(**TINY, cache=True)
+    assert cached.can_gather and not dataset.can_gather
+    images, labels = cached.gather(torch.tensor([4, 1, 4]))
+    assert render_calls == [2] and cached.num_cached == 2
+    cached.make_resident(chunk=3)  # the 7 items left, 3 a call
+    assert render_calls == [2, 3, 3, 1] and cached.num_cached == 9
+    again, _ = cached.gather(torch.tensor([4, 8]))
+    assert render_calls == [2, 3, 3, 1]  # all kept: a gather renders nothing
+    for row, index in enumerate([4, 1, 4]):
+        assert torch.equal(images[row], dataset[index][0]) and torch.equal(labels[row], dataset[index][1])
+    assert torch.equal(again[1], dataset[8][0])
+    with pytest.raises(RuntimeError, match="cache=True"):
+        dataset.gather(torch.tensor([0]))
+
+
+def test_scenes_are_drawn_in_workers_by_default_when_there_are_many(monkeypatch: pytest.MonkeyPatch) -> None:
+    workers = []
+    real = rendered.parallel_map
+
+    def recording(fn, items, workers_: int = 1):  # type: ignore[no-untyped-def]
+        workers.append(workers_)
+        return real(fn, items, 1)
+
+    monkeypatch.setattr(rendered, "parallel_map", recording)
+    monkeypatch.setattr(rendered, "available_cores", lambda: 7)
+    RenderedClevrDataset(**TINY).draw_scenes()  # 3 scenes: not worth starting processes
+    many = RenderedClevrDataset(num_scenes=rendered.PARALLEL_MIN_SCENES, image_size=16)
+    many._scenes = {}  # nothing drawn
+    monkeypatch.setattr(rendered, "scene_at", lambda i, **kw: None)
+    monkeypatch.setattr(many, "_keep", lambda i, drawn: None)
+    many.draw_scenes()
+    assert workers == [1, 7]
 
 
 def test_scenes_drawn_up_front_in_workers_are_the_lazy_ones(dataset: RenderedClevrDataset) -> None:

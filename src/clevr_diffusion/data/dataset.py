@@ -227,10 +227,10 @@ class ClevrDataset(Dataset):
             found[name] = path
         return found, skipped
 
-    def _preload(self) -> torch.Tensor:
+    def _preload(self, progress: bool | None = None) -> torch.Tensor:
         height, width = self._size
         images = torch.empty(len(self._paths), 3, height, width, dtype=torch.uint8)
-        quiet = len(self._paths) <= _PROGRESS_MIN
+        quiet = len(self._paths) <= _PROGRESS_MIN if progress is None else not progress
         bar = tqdm(self._paths, desc="loading images", unit="img", disable=quiet)
         for i, path in enumerate(bar):
             images[i] = torch.from_numpy(self._read(path)).permute(2, 0, 1)
@@ -260,6 +260,47 @@ class ClevrDataset(Dataset):
             pixels = torch.from_numpy(self._read(self._paths[index])).permute(2, 0, 1)
         image = pixels.to(torch.float32) / 127.5 - 1.0
         return image, self._labels[index].clone()
+
+    # -- whole batches (preloaded) ------------------------------------------------------
+
+    @property
+    def can_gather(self) -> bool:
+        """Whether `gather` can read batches: the images are preloaded."""
+        return self._images is not None
+
+    def gather(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A whole batch by one index gather from the preloaded images, where they are held.
+
+        Args:
+            indices: (B,) int64 item indices in [0, len), on any device.
+
+        Returns:
+            ``(images, labels)``: (B, 3, H, W) float32 in [-1, 1] and (B, 24) float32, the
+            items `__getitem__` returns, stacked.
+
+        Raises:
+            RuntimeError: If the images are not preloaded (``preload=True`` or `make_resident`).
+        """
+        if self._images is None:
+            raise RuntimeError("gather needs the images in memory: open the data set with preload=True")
+        indices = indices.to(self._images.device, non_blocking=True)
+        return self._images[indices].float() / 127.5 - 1.0, self._labels[indices]
+
+    def make_resident(self, device: str | torch.device | None = None, progress: bool = False) -> None:
+        """Decode every image (if not preloaded yet) and keep images and labels on ``device``.
+
+        A GPU then reads training batches with `gather` where it trains, with no copies and
+        no host-device synchronisation (18,009 i-CLEVR images at 64 x 64 take 221 MB).
+
+        Args:
+            device: Where to keep them (default: where they are).
+            progress: Show a progress bar while decoding.
+        """
+        if self._images is None:
+            self._images = self._preload(progress)
+        if device is not None:
+            self._images = self._images.to(device)
+            self._labels = self._labels.to(device)
 
     def __repr__(self) -> str:
         height, width = self._size

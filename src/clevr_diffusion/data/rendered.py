@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from ..labels import Vocabulary
 from ..render.camera import Frame
@@ -24,10 +25,14 @@ from ..render.randomization import DomainRandomization
 from ..render.renderer import render
 from ..render.sampling import Style, object_counts, scene_at, scene_prefix
 from ..render.scene import Scene
-from ..utils.parallel import parallel_map
+from ..utils.parallel import available_cores, parallel_map
 from .dataset import _image_size
 
-__all__ = ["RenderedClevrDataset"]
+__all__ = ["PARALLEL_MIN_SCENES", "RenderedClevrDataset"]
+
+PARALLEL_MIN_SCENES = 256
+"""Scenes to draw from which `RenderedClevrDataset.draw_scenes` starts worker processes by
+default (each takes a second or two to start and import torch)."""
 
 # make_dataset renders frame k of scene i with the noise stream i * 32 + k (a scene has at most
 # 22 objects, so streams never collide).
@@ -130,8 +135,9 @@ class RenderedClevrDataset(Dataset):
         # The i-CLEVR names without i-CLEVR's 3-object cap: "clevr" scenes hold up to 6 or more.
         self._vocabulary = Vocabulary(Vocabulary.default().names, max_objects=None)
         self._cache = bool(cache)
-        # Filled lazily: (N, 3, H, W) uint8 pixels, (N, 24) labels, and which items are in.
+        # Filled lazily (see _cache_tensors), and how many items are in.
         self._cached: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._num_cached = 0
 
     # -- items --------------------------------------------------------------------------
 
@@ -165,13 +171,20 @@ class RenderedClevrDataset(Dataset):
             )
         self._scenes[scene] = drawn
 
-    def draw_scenes(self, workers: int = 1) -> None:
+    def draw_scenes(self, workers: int | None = None) -> None:
         """Draw every scene now, in ``workers`` processes, instead of on first use.
 
-        Drawing checks each object's visibility (several milliseconds a scene on one core),
-        which would otherwise stall the first epoch of a GPU run; the scenes are the same.
+        Drawing checks each object's visibility (5-30 ms a scene on one core), which would
+        otherwise stall the first pass over the data; the scenes are the same either way.
+
+        Args:
+            workers: Processes to draw in (default: one per available core; fewer than
+                `PARALLEL_MIN_SCENES` scenes to draw are drawn here, where starting processes
+                would cost more than it saves).
         """
         todo = [i for i in range(self.num_scenes) if i not in self._scenes]
+        if workers is None:
+            workers = available_cores() if len(todo) >= PARALLEL_MIN_SCENES else 1
         draw = functools.partial(scene_at, seed=self._seed, style=self._style, num_objects=self._num_objects)
         for index, drawn in zip(todo, parallel_map(draw, todo, workers)):
             self._keep(index, drawn)
@@ -206,13 +219,84 @@ class RenderedClevrDataset(Dataset):
         if not located:
             return []
         if self._cache:
-            return self._read_cached([int(i) % len(self) for i in indices], located)
-        pixels, labels = self._render_located(located)
-        images = pixels.float() / 127.5 - 1.0
+            images, labels = self.gather(torch.tensor([int(i) % len(self) for i in indices]))
+        else:
+            pixels, labels = self._render_located(located)
+            images = pixels.float() / 127.5 - 1.0
         return [(images[j], labels[j]) for j in range(len(located))]
 
-    def _read_cached(self, indices: list[int], located: list[tuple[int, int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Items ``indices`` from the cache, rendering (and storing) those not there yet."""
+    # -- whole batches on the device (with ``cache=True``) ------------------------------
+
+    @property
+    def can_gather(self) -> bool:
+        """Whether `gather` can read batches: the data set keeps its items (``cache=True``)."""
+        return self._cache
+
+    @property
+    def num_cached(self) -> int:
+        """How many items are rendered and kept so far."""
+        return self._num_cached
+
+    def gather(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A whole batch by one index gather from the cache, on the cache's device.
+
+        Items not yet rendered are rendered first (each once, however often it is asked for):
+        that needs the indices on the host. Once every item is in (`make_resident`), a batch
+        is two gathers on the device and nothing else, with no host-device synchronisation.
+
+        Args:
+            indices: (B,) int64 item indices in [0, len), on any device.
+
+        Returns:
+            ``(images, labels)``: (B, 3, H, W) float32 in [-1, 1] and (B, 24) float32,
+            the items `__getitem__` returns, stacked.
+
+        Raises:
+            RuntimeError: If the data set was made without ``cache=True``.
+        """
+        if not self._cache:
+            raise RuntimeError("gather needs the rendered items kept: make the data set with cache=True")
+        if self._num_cached < len(self):
+            self._fill(sorted(set(indices.tolist())))
+        pixels, labels, _ = self._cache_tensors()
+        indices = indices.to(pixels.device, non_blocking=True)
+        return pixels[indices].float() / 127.5 - 1.0, labels[indices]
+
+    def make_resident(self, device: str | torch.device | None = None, progress: bool = False, chunk: int | None = None) -> None:
+        """Render every item not yet kept (the first pass over the data), then keep them on ``device``.
+
+        Scenes are drawn first in worker processes (`draw_scenes`); items are rendered on the
+        data set's ``device`` in chunks of ``chunk`` (default: 4096 on a GPU, 256 on the CPU)
+        and then moved, if ``device`` is another one, so `gather` reads them there.
+
+        Args:
+            device: Where to keep the items (default: the data set's ``device``).
+            progress: Show a progress bar.
+            chunk: Items per `render` call.
+
+        Raises:
+            RuntimeError: If the data set was made without ``cache=True``.
+        """
+        if not self._cache:
+            raise RuntimeError("make_resident needs the rendered items kept: make the data set with cache=True")
+        if self._num_cached < len(self):
+            self.draw_scenes()
+            done = self._cache_tensors()[2]
+            missing = (~done).nonzero().squeeze(1).tolist()
+            chunk = chunk or (4096 if self._device.type != "cpu" else 256)
+            bar = tqdm(total=len(missing), desc="rendering training images", unit="img", disable=not progress)
+            for start in range(0, len(missing), chunk):
+                part = missing[start : start + chunk]
+                self._fill(part)
+                bar.update(len(part))
+            bar.close()
+        if device is not None and torch.device(device) != self._cache_tensors()[0].device:
+            pixels, labels, done = self._cache_tensors()
+            self._cached = (pixels.to(device), labels.to(device), done)
+
+    def _cache_tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The cache, made on first use: (N, 3, H, W) uint8 pixels and (N, 24) labels on the
+        device, and which items are in, (N,) bool on the CPU (host-side bookkeeping)."""
         if self._cached is None:
             height, width = self._size
             self._cached = (
@@ -220,18 +304,20 @@ class RenderedClevrDataset(Dataset):
                 torch.zeros(len(self), len(self._vocabulary), device=self._device),
                 torch.zeros(len(self), dtype=torch.bool),
             )
-        pixels, labels, done = self._cached
-        missing = [j for j, i in enumerate(indices) if not done[i]]
-        if missing:
-            new_pixels, new_labels = self._render_located([located[j] for j in missing])
-            rows = torch.tensor([indices[j] for j in missing])
-            pixels[rows.to(self._device)] = new_pixels
-            labels[rows.to(self._device)] = new_labels
-            done[rows] = True
-        rows = torch.tensor(indices, device=self._device)
-        images = pixels[rows].float() / 127.5 - 1.0
-        found = labels[rows]
-        return [(images[j], found[j]) for j in range(len(indices))]
+        return self._cached
+
+    def _fill(self, indices: list[int]) -> None:
+        """Render and keep items ``indices`` (in [0, len)) that are not kept yet."""
+        pixels, labels, done = self._cache_tensors()
+        missing = [i for i, kept in zip(indices, done[indices].tolist(), strict=True) if not kept]
+        if not missing:
+            return
+        new_pixels, new_labels = self._render_located([self.locate(i) for i in missing])
+        rows = torch.tensor(missing)
+        pixels[rows.to(pixels.device)] = new_pixels.to(pixels.device)
+        labels[rows.to(labels.device)] = new_labels.to(labels.device)
+        done[rows] = True
+        self._num_cached += len(missing)
 
     def _render_located(self, located: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Render ``(scene, frame)`` items: (B, 3, H, W) uint8 pixels and (B, 24) labels, on ``device``."""

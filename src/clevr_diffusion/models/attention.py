@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .normalization import norm_in_input_dtype
+
 __all__ = ["SelfAttention"]
 
 
@@ -14,7 +16,10 @@ class SelfAttention(nn.Module):
     """Pre-norm multi-head self-attention with a residual connection.
 
     Uses `torch.nn.functional.scaled_dot_product_attention` and lets PyTorch pick the
-    kernel (flash, memory-efficient or plain) for the device and dtype.
+    kernel (flash, memory-efficient or plain) for the device and dtype. The fused kernels need
+    q, k and v with a unit stride in the head dimension, so they are made contiguous first when
+    they lack it: split straight from an NCHW feature map they are strided views, and PyTorch would fall back
+    to the slow plain kernel, in float32 on the CPU.
 
     Args:
         channels: Channels C of the feature map.
@@ -34,9 +39,12 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Attend over the H x W positions of ``x`` (B, C, H, W); returns (B, C, H, W)."""
         height, width = x.shape[-2:]
-        q, k, v = rearrange(
-            self.qkv(self.norm(x)), "b (three h d) y x -> three b h (y x) d", three=3, h=self.num_heads
+        qkv = rearrange(
+            self.qkv(norm_in_input_dtype(self.norm, x)), "b (three h d) y x -> three b h (y x) d", three=3, h=self.num_heads
         )
+        if qkv.stride(-1) != 1:  # NCHW input; a channels-last one is already unit-stride in d
+            qkv = qkv.contiguous()
+        q, k, v = qkv.unbind(0)
         attended = F.scaled_dot_product_attention(q, k, v)
         attended = rearrange(attended, "b h (y x) d -> b (h d) y x", y=height, x=width)
         return x + self.out(attended)

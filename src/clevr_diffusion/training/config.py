@@ -19,7 +19,8 @@ class TrainerConfig(JsonConfig):
         output_dir: Run folder (checkpoints, sample grids, metrics, the final model).
         max_steps: Optimiser steps to train for.
         time_limit_s: Also stop once this many seconds of wall time have passed in one call of
-            `DDPMTrainer.train` (checked after each step; the run then ends as at
+            `DDPMTrainer.train` (checked on the host after each step, in a run of several
+            processes at each log step, where they agree; the run then ends as at
             ``max_steps``: checkpoint, samples, model), for training on a time budget. A run
             started again resumes from that checkpoint towards ``max_steps``. ``None``: no limit.
         batch_size: Images per process and micro-batch.
@@ -41,9 +42,13 @@ class TrainerConfig(JsonConfig):
             newer); no effect on the CPU.
         fused_optimizer: Use AdamW's fused kernel (``None``: on for CUDA, off otherwise; on the
             CPU it needs torch >= 2.4). Checkpoints resume with either setting.
-        channels_last: Keep the model's weights and inputs in channels-last (NHWC) memory
-            layout during training (often faster convolutions on tensor cores; saved weights
-            are ordinary contiguous tensors).
+        cudnn_benchmark: Let cuDNN time its convolution algorithms on the first steps and keep
+            the fastest (the shapes never change during a run); no effect on the CPU.
+        channels_last: Keep the model's weights (and its EMA copy's) and inputs in
+            channels-last (NHWC) memory layout during training, the layout tensor-core
+            convolutions and the fused attention kernels read directly. ``None``: on for CUDA,
+            off otherwise (it halves the speed of CPU convolutions). Saved weights are ordinary
+            contiguous tensors either way.
         compile: Train through ``torch.compile(model)`` (a slow first step while it compiles;
             needs a C++ compiler on the CPU). Checkpoints, EMA and the saved model keep plain
             `ConditionalUNet` state-dict keys.
@@ -52,10 +57,11 @@ class TrainerConfig(JsonConfig):
         cpu: Train on the CPU even when a GPU is available (several processes launched on a
             machine without CUDA use the CPU anyway).
         num_workers: DataLoader worker processes (ignored for a data set whose ``device`` is a
-            GPU: it is read in the main process).
+            GPU, read in the main process, and for one read by index gathers, ``can_gather``).
         seed: Seed of the data order, the noise, label dropout, flips and dropout (seed the
             model's initial weights yourself with ``torch.manual_seed`` before building it).
-        log_every: Steps between lines in ``metrics.jsonl``.
+        log_every: Steps between lines in ``metrics.jsonl``; the loss is read back from the
+            device (a synchronisation) only at these steps.
         checkpoint_every: Steps between checkpoints (0: only at the end).
         keep_checkpoints: How many recent checkpoints to keep (0: all).
         sample_every: Steps between sample grids (0: only at the end; -1: never).
@@ -86,8 +92,9 @@ class TrainerConfig(JsonConfig):
     random_flip: bool = True
     mixed_precision: str = "auto"
     tf32: bool = True
+    cudnn_benchmark: bool = True
     fused_optimizer: bool | None = None
-    channels_last: bool = False
+    channels_last: bool | None = None
     compile: bool = False
     snr_gamma: float | None = None
     cpu: bool = False
@@ -156,6 +163,12 @@ class TrainerConfig(JsonConfig):
         """Whether AdamW uses its fused kernel on a device of type ``device_type``."""
         if self.fused_optimizer is not None:
             return self.fused_optimizer
+        return device_type == "cuda"
+
+    def use_channels_last(self, device_type: str) -> bool:
+        """Whether training on a device of type ``device_type`` uses the channels-last layout."""
+        if self.channels_last is not None:
+            return self.channels_last
         return device_type == "cuda"
 
     def learning_rate_at(self, step: int) -> float:

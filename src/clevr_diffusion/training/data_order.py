@@ -49,9 +49,17 @@ class EpochBatchSampler(Sampler[list[int]]):
         """Make the next iteration yield epoch ``epoch`` from batch ``start_batch`` on."""
         self.epoch, self.start_batch = epoch, start_batch
 
+    def epoch_batches(self, epoch: int) -> torch.Tensor:
+        """This process's batches of epoch ``epoch``: (len(self), batch_size) int64 indices, on the CPU.
+
+        A data set that gathers batches on a device takes the whole epoch there in one copy
+        and slices it, instead of a copy of a Python list per batch.
+        """
+        order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + epoch))
+        batches = order[: len(self) * self.batch_size * self.world_size]
+        return batches.view(len(self), self.world_size, self.batch_size)[:, self.rank]
+
     def __iter__(self) -> Iterator[list[int]]:
-        order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + self.epoch))
-        global_batch = self.batch_size * self.world_size
+        batches = self.epoch_batches(self.epoch)
         for b in range(self.start_batch, len(self)):
-            start = b * global_batch + self.rank * self.batch_size
-            yield order[start : start + self.batch_size].tolist()
+            yield batches[b].tolist()

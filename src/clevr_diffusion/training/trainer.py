@@ -46,10 +46,18 @@ class DDPMTrainer:
     guidance) and regresses the network onto the noise (or velocity), optionally with
     min-SNR-gamma loss weights (``snr_gamma``). AdamW with warm-up and gradient clipping; an
     EMA copy of the weights for sampling. Throughput options (``mixed_precision``, ``tf32``,
-    ``fused_optimizer``, ``channels_last``, ``compile``) change speed, not the saved
-    files: weights, EMA and checkpoints stay float32 with plain state-dict keys. Runs on
-    `accelerate.Accelerator`, so ``accelerate launch`` spreads it over several
+    ``cudnn_benchmark``, ``fused_optimizer``, ``channels_last``, ``compile``) change speed,
+    not the saved files: weights, EMA and checkpoints stay float32 with plain state-dict keys.
+    Runs on `accelerate.Accelerator`, so ``accelerate launch`` spreads it over several
     processes, GPUs or machines without changes.
+
+    A step never waits for the device: between log steps nothing is read back to the host, so
+    the CPU queues work ahead of the GPU; the loss is read (and checked) every ``log_every``
+    steps. A data set that holds its items in tensors (``can_gather``: a `ClevrDataset` with
+    ``preload=True``, a `RenderedClevrDataset` with ``cache=True``) is moved to the training
+    device when training starts (a rendered one is rendered in full first) and read there by
+    one index gather a batch; any other data set goes through a `DataLoader`. The batches
+    are the same either way.
 
     The run folder (``config.output_dir``) receives ``trainer_config.json``,
     ``metrics.jsonl`` and ``loss.png``, sample grids in ``samples/``, checkpoints in
@@ -59,7 +67,7 @@ class DDPMTrainer:
     Args:
         model: The network to train (its current weights are the starting point).
         dataset: Items ``(image, label)``: image (3, H, W) float in [-1, 1], label (24,)
-            multi-hot float.
+            multi-hot float. A data set with ``can_gather`` is moved to the training device.
         noise: The noise process or its config (default: linear betas, T = 1000, epsilon).
         config: Training settings; keyword arguments override its fields.
         **overrides: Fields of `TrainerConfig`.
@@ -159,9 +167,24 @@ class DDPMTrainer:
         return torch.Generator(self.accelerator.device).manual_seed(seed)
 
     def _batches(self, sampler: EpochBatchSampler, micro_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Endless micro-batches from position ``micro_batch`` of the run onwards."""
+        """Endless micro-batches from position ``micro_batch`` of the run onwards.
+
+        A data set that holds its items in tensors (`_gathers`) is read by one index gather
+        a batch, on the training device; any other through a `DataLoader`. Both give the
+        same batches.
+        """
         per_epoch = len(sampler)
         epoch, start = divmod(micro_batch, per_epoch)
+        if self._gathers():
+            device = self.accelerator.device
+            while True:
+                # One copy of the epoch's indices (pinned, so it does not block the host),
+                # then a view of it per batch: no host-device round trip per step.
+                order = sampler.epoch_batches(epoch)
+                order = (order.pin_memory() if device.type == "cuda" else order).to(device, non_blocking=True)
+                for b in range(start, per_epoch):
+                    yield self.dataset.gather(order[b])  # type: ignore[attr-defined]
+                epoch, start = epoch + 1, 0
         # A data set that makes its items on a GPU (RenderedClevrDataset(device="cuda")) is read
         # in this process: worker processes cannot share the device, and GPU tensors cannot be pinned.
         on_device = torch.device(getattr(self.dataset, "device", "cpu")).type != "cpu"
@@ -178,6 +201,17 @@ class DDPMTrainer:
             )
             yield from loader
             epoch, start = epoch + 1, 0
+
+    def _gathers(self) -> bool:
+        """Whether the data set hands out whole batches by an index gather (`can_gather`):
+        a preloaded `ClevrDataset`, a `RenderedClevrDataset` with ``cache=True``."""
+        return bool(getattr(self.dataset, "can_gather", False)) and callable(getattr(self.dataset, "gather", None))
+
+    def _make_data_resident(self) -> None:
+        """Move a gathering data set's items to the training device (rendering them first if
+        they are rendered), so every batch is a gather there."""
+        if self._gathers() and callable(getattr(self.dataset, "make_resident", None)):
+            self.dataset.make_resident(self.accelerator.device, progress=self.is_main_process)  # type: ignore[attr-defined]
 
     # ---------------------------------------------------------------------------- train
     def train(self, resume: bool = True) -> Path:
@@ -197,16 +231,17 @@ class DDPMTrainer:
             cfg.save(self.output_dir / "trainer_config.json")
             self.noise.config.save(self.output_dir / "noise_config.json")
 
-        self._set_tf32()
-        if cfg.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        self._set_backend_flags()
+        memory_format = torch.channels_last if self._channels_last else torch.contiguous_format
+        # The EMA copy too: the EMA update's fused (foreach) kernels need both in one layout.
+        self.model.to(memory_format=memory_format)
+        self.ema.model.to(acc.device, memory_format=memory_format)
         optimizer = self._make_optimizer()
         model, optimizer = acc.prepare(self.model, optimizer)
         if cfg.compile:
             # Compiled after accelerate's wrapping (as accelerate does itself), so DDP's
             # gradient buckets are known to the compiler; `_unwrap` strips the wrapper again.
             model = torch.compile(model)
-        self.ema.model.to(acc.device)
         self._log_settings()
         latest = ckpt.find_latest_checkpoint(self.checkpoint_dir) if resume else None
         if latest is not None:
@@ -218,49 +253,46 @@ class DDPMTrainer:
         sampler = EpochBatchSampler(
             len(self.dataset), cfg.batch_size, acc.num_processes, acc.process_index, cfg.seed  # type: ignore[arg-type]
         )
-        accum = cfg.gradient_accumulation_steps
-        batches = self._batches(sampler, self.step * accum)
+        self._make_data_resident()
+        batches = self._batches(sampler, self.step * cfg.gradient_accumulation_steps)
         model.train()
-        window: list[torch.Tensor] = []
-        started, start_step = time.perf_counter(), self.step
+        window = _LossWindow()
+        clock = _StepClock(cfg.batch_size * cfg.gradient_accumulation_steps * acc.num_processes)
+        started = time.perf_counter()
         bar = tqdm(total=cfg.max_steps, initial=self.step, desc="training", disable=not self.is_main_process)
         while self.step < cfg.max_steps:
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.learning_rate_at(self.step)
-            for micro in range(accum):
-                images, labels = next(batches)
-                sync = micro == accum - 1
-                with contextlib.nullcontext() if sync else acc.no_sync(model):
-                    loss = self._loss(model, images, labels, self._generator(self.step * accum + micro))
-                    acc.backward(loss / accum)
-                window.append(loss.detach())
-            if cfg.max_grad_norm > 0:
-                acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            self.ema.update(self._unwrap(model))
+            window.add(self._train_step(model, optimizer, batches))
             self.step += 1
             bar.update(1)
-            out_of_time = self._out_of_time(started)
+            clock.tick()
+            log_step = self.step % cfg.log_every == 0
+            out_of_time = self._out_of_time(started, log_step)
             last = self.step == cfg.max_steps or out_of_time
 
-            if self.step % cfg.log_every == 0 or last:
-                mean_loss = acc.reduce(torch.stack(window).mean(), "mean").item()
-                window.clear()
+            if log_step or last:
+                # The one host-device synchronisation of the loop: reading the mean loss.
+                mean_loss = acc.reduce(window.mean(), "mean").item()
                 if not math.isfinite(mean_loss):
                     raise FloatingPointError(
                         f"the loss became {mean_loss} at step {self.step}; lower the learning rate "
                         "or use mixed_precision='bf16' instead of 'fp16'"
                     )
-                rate = (self.step - start_step) * cfg.batch_size * accum * acc.num_processes / (time.perf_counter() - started)
+                rate, step_ms = clock.read()
                 bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.1f}")
-                self._log({"step": self.step, "loss": mean_loss, "lr": optimizer.param_groups[0]["lr"], "images_per_s": rate})
+                row = {"step": self.step, "loss": mean_loss, "lr": optimizer.param_groups[0]["lr"]}
+                self._log({**row, "images_per_s": rate, "step_ms": step_ms})
+            busy = False
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not last:
                 self.save_checkpoint(model, optimizer)
+                busy = True
             if cfg.sample_every > 0 and self.step % cfg.sample_every == 0 and not last:
                 self.save_samples()
+                busy = True
             if cfg.push_every and self.step % cfg.push_every == 0 and not last:
                 self.push_to_hub(self._unwrap(model))
+                busy = True
+            if busy:
+                clock.restart()  # checkpoints and grids are not training speed
             if out_of_time:
                 logger.info("time limit of %.0f s reached at step %d of %d", cfg.time_limit_s, self.step, cfg.max_steps)
                 break
@@ -275,29 +307,72 @@ class DDPMTrainer:
             self._plot_loss()
             if cfg.push_to_hub:
                 self.push_to_hub()
-        if cfg.channels_last:
-            self.model.to(memory_format=torch.contiguous_format)  # hand the model back as it came
+        if self._channels_last:  # hand the models back as they came
+            self.model.to(memory_format=torch.contiguous_format)
+            self.ema.model.to(memory_format=torch.contiguous_format)
         acc.wait_for_everyone()
         return self.model_dir
 
-    def _out_of_time(self, started: float) -> bool:
-        """Whether ``config.time_limit_s`` has passed since ``started``, agreed by all processes."""
+    def _train_step(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
+    ) -> torch.Tensor:
+        """One optimiser step over ``gradient_accumulation_steps`` micro-batches.
+
+        Never waits for the device: no value is read back to the host, so the CPU queues the
+        next step while the GPU runs this one.
+
+        Returns:
+            (accum,) float32 losses of the micro-batches, on the device.
+        """
+        cfg, acc = self.config, self.accelerator
+        accum = cfg.gradient_accumulation_steps
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.learning_rate_at(self.step)
+        losses = []
+        for micro in range(accum):
+            images, labels = next(batches)
+            sync = micro == accum - 1
+            with contextlib.nullcontext() if sync else acc.no_sync(model):
+                loss = self._loss(model, images, labels, self._generator(self.step * accum + micro))
+                acc.backward(loss / accum)
+            losses.append(loss.detach())
+        if cfg.max_grad_norm > 0:
+            acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        self.ema.update(self._unwrap(model))
+        return torch.stack(losses)
+
+    def _out_of_time(self, started: float, log_step: bool) -> bool:
+        """Whether ``config.time_limit_s`` has passed since ``started``.
+
+        One process reads its own clock after every step. Several must stop at the same step,
+        or the others would wait forever in the next gradient all-reduce: they agree on the
+        main process's clock, which costs a synchronisation, so only at log steps.
+        """
         limit = self.config.time_limit_s
         if limit is None:
             return False
-        # Every process must stop at the same step, or the others would wait forever in the
-        # next gradient all-reduce; the main process's clock decides.
-        flag = torch.tensor(float(time.perf_counter() - started > limit), device=self.accelerator.device)
-        if self.accelerator.num_processes > 1:
-            flag = self.accelerator.gather(flag[None])[0]
-        return bool(flag.item())
+        late = time.perf_counter() - started > limit
+        if self.accelerator.num_processes == 1:
+            return late
+        if not log_step:
+            return False
+        flag = torch.tensor([float(late)], device=self.accelerator.device)
+        return bool(self.accelerator.gather(flag)[0].item())
 
     # ------------------------------------------------------------------ speed settings
-    def _set_tf32(self) -> None:
-        """Apply ``config.tf32`` to CUDA matmuls and cuDNN convolutions (process-wide switches)."""
+    @property
+    def _channels_last(self) -> bool:
+        """``config.channels_last`` decided for the training device."""
+        return self.config.use_channels_last(self.accelerator.device.type)
+
+    def _set_backend_flags(self) -> None:
+        """Apply ``config.tf32`` and ``config.cudnn_benchmark`` on CUDA (process-wide switches)."""
         if self.accelerator.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = self.config.tf32
             torch.backends.cudnn.allow_tf32 = self.config.tf32
+            torch.backends.cudnn.benchmark = self.config.cudnn_benchmark
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         """AdamW over the model's parameters, fused if ``config.fused_optimizer`` says so."""
@@ -315,10 +390,11 @@ class DDPMTrainer:
         """Log the resolved speed settings once per run (``auto`` and ``None`` made concrete)."""
         cfg, device = self.config, self.accelerator.device
         logger.info(
-            "training on %s x %d: mixed precision %s, TF32 %s, fused AdamW %s, channels_last %s, "
-            "compile %s, min-SNR gamma %s",
+            "training on %s x %d: mixed precision %s, TF32 %s, cuDNN benchmark %s, fused AdamW %s, "
+            "channels_last %s, compile %s, min-SNR gamma %s, batches by %s",
             device, self.accelerator.num_processes, self.mixed_precision, cfg.tf32 and device.type == "cuda",
-            cfg.use_fused_optimizer(device.type), cfg.channels_last, cfg.compile, cfg.snr_gamma,
+            cfg.cudnn_benchmark and device.type == "cuda", cfg.use_fused_optimizer(device.type), self._channels_last,
+            cfg.compile, cfg.snr_gamma, "index gathers on the device" if self._gathers() else "a DataLoader",
         )
 
     def _unwrap(self, model: torch.nn.Module) -> ConditionalUNet:
@@ -344,7 +420,7 @@ class DDPMTrainer:
         t = torch.randint(0, self.noise.num_train_timesteps, (batch,), device=device, generator=gen)
         noise = torch.randn(x0.shape, device=device, generator=gen)
         x_t = self.noise.add_noise(x0, noise, t)
-        if self.config.channels_last:
+        if self._channels_last:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
         prediction = model(x_t, t, labels)
         # Outside the model's autocast region and in float32 whatever the mixed precision.
@@ -477,7 +553,9 @@ class DDPMTrainer:
         atomic_write_text(path, "".join(r + "\n" for r in rows))
 
     def metrics(self) -> list[dict[str, Any]]:
-        """The rows of ``metrics.jsonl`` (step, loss, lr, images_per_s)."""
+        """The rows of ``metrics.jsonl``: step, loss, lr, and the training speed over the steps
+        since the previous row (``images_per_s`` over all processes, ``step_ms``; checkpoints,
+        sample grids and uploads left out)."""
         path = self.output_dir / METRICS_NAME
         if not path.is_file():
             return []
@@ -487,6 +565,54 @@ class DDPMTrainer:
         rows = self.metrics()
         if rows:
             plot_curve([r["step"] for r in rows], [r["loss"] for r in rows], self.output_dir / "loss.png")
+
+
+class _LossWindow:
+    """The losses of the steps since the last log line, kept on the device until read."""
+
+    def __init__(self) -> None:
+        self._losses: list[torch.Tensor] = []
+
+    def add(self, losses: torch.Tensor) -> None:
+        """Add one step's (accum,) micro-batch losses."""
+        self._losses.append(losses)
+
+    def mean(self) -> torch.Tensor:
+        """Mean over every micro-batch since the last call (a device scalar), and start over."""
+        mean = torch.cat(self._losses).mean()
+        self._losses.clear()
+        return mean
+
+
+class _StepClock:
+    """Steady-state training speed over the steps since the last reading.
+
+    Read at log steps, right after the loss is read back (so the device has finished those
+    steps), and restarted after checkpoints, sample grids and uploads, whose time is not
+    training speed. The first window includes the warm-up (compiling, cuDNN's autotuning).
+
+    Args:
+        images_per_step: Images of one optimiser step over all processes.
+    """
+
+    def __init__(self, images_per_step: int) -> None:
+        self.images_per_step = images_per_step
+        self.restart()
+
+    def restart(self) -> None:
+        """Start a new window now."""
+        self._since, self._steps = time.perf_counter(), 0
+
+    def tick(self) -> None:
+        """Count one finished optimiser step."""
+        self._steps += 1
+
+    def read(self) -> tuple[float, float]:
+        """``(images per second, milliseconds per step)`` over the window, then restart it."""
+        elapsed = max(time.perf_counter() - self._since, 1e-9)
+        steps = max(self._steps, 1)
+        self.restart()
+        return steps * self.images_per_step / elapsed, 1000.0 * elapsed / steps
 
 
 _KERNEL_FLAGS = ("fused", "foreach", "capturable")
