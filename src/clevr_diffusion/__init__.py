@@ -25,7 +25,7 @@ from .labels import (
 )
 from .models import CheckpointMismatchError, ConditionalUNet, UNetConfig
 from .pretrained import DEFAULT_MODEL, PRETRAINED_MODELS, bundled_model_dir, export_bundle
-from .training import DDPMTrainer, TrainerConfig
+from .training import DDPMTrainer, DivergenceError, RunFolderError, TrainerConfig
 
 __all__ = [
     "AccuracyResult",
@@ -41,10 +41,12 @@ __all__ = [
     "DDPMSampler",
     "DDPMTrainer",
     "DatasetError",
+    "DivergenceError",
     "LabelError",
     "NoiseConfig",
     "NoiseProcess",
     "RenderedClevrDataset",
+    "RunFolderError",
     "SampleOutput",
     "SamplingConfig",
     "TrainerConfig",

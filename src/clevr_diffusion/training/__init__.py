@@ -2,6 +2,6 @@
 
 from .config import TrainerConfig
 from .ema import EMA
-from .trainer import DDPMTrainer
+from .trainer import DDPMTrainer, DivergenceError, ResumeMismatchError, RunFolderError
 
-__all__ = ["EMA", "DDPMTrainer", "TrainerConfig"]
+__all__ = ["EMA", "DDPMTrainer", "DivergenceError", "ResumeMismatchError", "RunFolderError", "TrainerConfig"]

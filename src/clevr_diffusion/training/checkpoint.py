@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 
 from ..models.serialization import load_safetensors, save_safetensors
-from ..utils.io import atomic_write_json
+from ..utils.io import atomic_write_json, remove_folder
 
 __all__ = [
     "CHECKPOINT_PREFIX",
@@ -63,13 +62,17 @@ def temporary_checkpoint_path(folder: str | os.PathLike[str], step: int) -> Path
 
 
 def publish_checkpoint(tmp: Path, final: Path, keep: int) -> None:
-    """Rename an assembled checkpoint into place, then delete all but the ``keep`` newest."""
+    """Rename an assembled checkpoint into place, then delete all but the ``keep`` newest.
+
+    Deleted checkpoints are renamed away first (`remove_folder`), so a kill during a deletion
+    never leaves a half-deleted checkpoint that still looks complete.
+    """
     if final.exists():  # a checkpoint of the same step from an earlier, interrupted run
-        shutil.rmtree(final)
+        remove_folder(final)
     os.replace(tmp, final)
     if keep > 0:
         for old in list_checkpoints(final.parent)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            remove_folder(old)
 
 
 def optimizer_to_tensors(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,22 +21,50 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..diffusion.noise import NoiseConfig, NoiseProcess
+from ..hub import MODEL_CARD_NAME
 from ..diffusion.sampler import DDPMSampler, SamplingConfig
 from ..labels import load_conditions
-from ..models.serialization import load_safetensors, load_state_dict_strict, save_safetensors
+from ..models.serialization import CheckpointMismatchError, load_safetensors, load_state_dict_strict, save_safetensors
 from ..models.unet import ConditionalUNet
-from ..utils.io import atomic_write_text
+from ..utils.io import atomic_folder, atomic_write_text, remove_folder, remove_stale_temporaries
 from ..utils.plotting import plot_curve
 from . import checkpoint as ckpt
 from .config import TrainerConfig
 from .data_order import EpochBatchSampler
 from .ema import EMA
 
-__all__ = ["DDPMTrainer"]
+__all__ = ["DDPMTrainer", "DivergenceError", "ResumeMismatchError", "RunFolderError"]
 
 logger = logging.getLogger(__name__)
 
 METRICS_NAME = "metrics.jsonl"
+CONFIG_CHANGES_NAME = "config_changes.jsonl"
+"""Where a resumed run records the optimisation settings it changed, one JSON line a resume."""
+_RUN_FILES = ("trainer_config.json", METRICS_NAME, "checkpoints", "model")
+"""What marks a folder as holding a run."""
+
+# Settings a run may change when it resumes (its course changes from then on): logged and
+# recorded in CONFIG_CHANGES_NAME. Every other trainer setting (steps, time limit, outputs,
+# speed options) changes freely; noise and model settings may not change at all.
+_RECORDED_ON_RESUME = (
+    "batch_size", "gradient_accumulation_steps", "learning_rate", "weight_decay", "adam_betas", "warmup_steps",
+    "lr_schedule", "max_grad_norm", "ema_decay", "label_dropout", "random_flip", "mixed_precision", "snr_gamma",
+    "seed",
+)  # fmt: skip
+# UNetConfig fields that describe rather than build the network: a resume may differ in them.
+_INFORMATIVE_MODEL_FIELDS = ("sample_size",)
+
+
+class RunFolderError(ValueError):
+    """The run folder holds another run, or a run that the trainer's settings do not match."""
+
+
+class ResumeMismatchError(RunFolderError, CheckpointMismatchError):
+    """The run folder's checkpoint has other noise or model settings than the trainer."""
+
+
+class DivergenceError(FloatingPointError, ValueError):
+    """Training diverged: the loss or the weights stopped being finite. Nothing non-finite was saved."""
 
 
 class DDPMTrainer:
@@ -96,6 +125,7 @@ class DDPMTrainer:
         self.model = model
         self.ema = EMA(model, self.config.ema_decay)
         self.step = 0
+        self._check_settings_agree()
 
     def _resolve_mixed_precision(self) -> str:
         """``config.mixed_precision`` with ``"auto"`` decided for the device training will use."""
@@ -137,6 +167,33 @@ class DDPMTrainer:
             )
         if label.shape != (model.config.num_labels,):
             raise ValueError(f"data set labels must be ({model.config.num_labels},) multi-hot, got {tuple(label.shape)}")
+        self._record_image_size(model, image.shape[1], image.shape[2])
+
+    @staticmethod
+    def _record_image_size(model: ConditionalUNet, height: int, width: int) -> None:
+        """Put the data's image size in the model's config (the size its sampler draws)."""
+        if height != width:
+            logger.warning(
+                "training on %dx%d images: a sampler draws %dx%d squares unless given image_size",
+                height, width, model.config.sample_size, model.config.sample_size,
+            )  # fmt: skip
+        elif model.config.sample_size != height:
+            logger.info("the model's sample_size becomes %d, the data's image size (was %d)", height, model.config.sample_size)
+            model.config = model.config.replace(sample_size=height)
+
+    def _check_settings_agree(self) -> None:
+        """Fail now, not after training, on settings that cannot work together."""
+        cfg, acc = self.config, self.accelerator
+        # The data must hold one global batch (raises with the numbers).
+        EpochBatchSampler(len(self.dataset), cfg.batch_size, acc.num_processes, acc.process_index, cfg.seed)  # type: ignore[arg-type]
+        # The sample grids and the saved model's sampler settings must fit the noise process.
+        try:
+            self._sampler(self.ema.model).resolve_settings()
+        except ValueError as error:
+            raise ValueError(
+                f"the sampler settings do not fit the noise process ({error}): lower sample_steps "
+                f"(--sample-steps) to at most {self.noise.num_train_timesteps} or raise num_train_timesteps"
+            ) from error
 
     # ------------------------------------------------------------------------ properties
     @property
@@ -214,18 +271,35 @@ class DDPMTrainer:
             self.dataset.make_resident(self.accelerator.device, progress=self.is_main_process)  # type: ignore[attr-defined]
 
     # ---------------------------------------------------------------------------- train
-    def train(self, resume: bool = True) -> Path:
+    def train(self, resume: bool = True, overwrite: bool = False) -> Path:
         """Train up to ``config.max_steps`` optimiser steps.
 
         Args:
             resume: Continue from the newest checkpoint in the run folder when there is one;
-                the result is the same as a run that was never interrupted.
+                the result is the same as a run that was never interrupted. The noise and
+                model settings must be the checkpoint's (optimisation settings may change:
+                they are logged and recorded in ``config_changes.jsonl``).
+            overwrite: Start afresh even over a run already in the folder, which is deleted
+                (as one step) before training starts. Without it, ``resume=False`` refuses a
+                folder that holds a run.
 
         Returns:
             The folder of the finished model.
+
+        Raises:
+            RunFolderError: If the folder holds a run that ``resume=False`` would destroy
+                without ``overwrite``; `ResumeMismatchError` (also a `CheckpointMismatchError`)
+                if its checkpoint has other noise or model settings.
+            DivergenceError: If the loss or the weights stop being finite (nothing
+                non-finite is saved; the message names the last good checkpoint).
         """
         cfg, acc = self.config, self.accelerator
         torch.manual_seed(cfg.seed)
+        resume = resume and not overwrite
+        self._prepare_run_folder(resume, overwrite)
+        latest = ckpt.find_latest_checkpoint(self.checkpoint_dir) if resume else None
+        if latest is not None:
+            self._check_resume(latest)
         if self.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             cfg.save(self.output_dir / "trainer_config.json")
@@ -243,7 +317,6 @@ class DDPMTrainer:
             # gradient buckets are known to the compiler; `_unwrap` strips the wrapper again.
             model = torch.compile(model)
         self._log_settings()
-        latest = ckpt.find_latest_checkpoint(self.checkpoint_dir) if resume else None
         if latest is not None:
             self._load_checkpoint(latest, optimizer)
             logger.info("resumed from %s at step %d", latest, self.step)
@@ -273,10 +346,7 @@ class DDPMTrainer:
                 # The one host-device synchronisation of the loop: reading the mean loss.
                 mean_loss = acc.reduce(window.mean(), "mean").item()
                 if not math.isfinite(mean_loss):
-                    raise FloatingPointError(
-                        f"the loss became {mean_loss} at step {self.step}; lower the learning rate "
-                        "or use mixed_precision='bf16' instead of 'fp16'"
-                    )
+                    raise self._divergence(f"the loss became {mean_loss}")
                 rate, step_ms = clock.read()
                 bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.1f}")
                 row = {"step": self.step, "loss": mean_loss, "lr": optimizer.param_groups[0]["lr"]}
@@ -426,10 +496,86 @@ class DDPMTrainer:
         # Outside the model's autocast region and in float32 whatever the mixed precision.
         return self.noise.training_loss(prediction, x0, noise, t, snr_gamma=self.config.snr_gamma)
 
+    # ----------------------------------------------------------------------- run folder
+    def _prepare_run_folder(self, resume: bool, overwrite: bool) -> None:
+        """Refuse to start afresh over an earlier run unless told to replace it; delete what
+        interrupted writes left behind (main process, before any process writes)."""
+        acc = self.accelerator
+        held = [name for name in _RUN_FILES if (self.output_dir / name).exists()]
+        if held and not resume:
+            if not overwrite:
+                latest = ckpt.find_latest_checkpoint(self.checkpoint_dir)
+                at = f" (last checkpoint: step {int(ckpt.read_state(latest)['step'])})" if latest else ""
+                raise RunFolderError(
+                    f"{self.output_dir} holds an earlier run{at}; resume it (resume=True, or leave out --no-resume), "
+                    "replace it (overwrite=True, --overwrite), or pick another output_dir"
+                )
+            if self.is_main_process:
+                logger.warning("replacing the run in %s (%s)", self.output_dir, ", ".join(held))
+                remove_folder(self.output_dir)
+        if self.is_main_process:
+            for folder in (self.output_dir.parent, self.output_dir, self.checkpoint_dir):
+                for stale in remove_stale_temporaries(folder):
+                    logger.info("removed %s, left by an interrupted write", stale)
+        acc.wait_for_everyone()
+
+    def _check_resume(self, checkpoint: Path) -> None:
+        """Refuse a checkpoint of other noise or model settings; log and record changed
+        optimisation settings (main process)."""
+        state = ckpt.read_state(checkpoint)
+        model_config = type(self.model.config)
+        saved_model = {k: v for k, v in _as_json(model_config.from_dict(state["model_config"]).to_dict()).items()}
+        current_model = _as_json(self.model.config.to_dict())
+        for field in _INFORMATIVE_MODEL_FIELDS:
+            saved_model.pop(field, None), current_model.pop(field, None)
+        noise_config = type(self.noise.config)
+        differences = [
+            *_differences("noise", _as_json(noise_config.from_dict(state["noise_config"]).to_dict()), _as_json(self.noise.config.to_dict())),
+            *_differences("model", saved_model, current_model),
+        ]  # fmt: skip
+        if differences:
+            raise ResumeMismatchError(
+                f"cannot resume {checkpoint}: it belongs to another model configuration or noise process "
+                f"({'; '.join(differences)}); "
+                "train with the run's settings, or start a new run (another output_dir, or --no-resume --overwrite)"
+            )
+        saved_trainer = _as_json(type(self.config).from_dict(state["trainer_config"]).to_dict())
+        current = _as_json(self.config.to_dict())
+        changes = {k: [saved_trainer.get(k), current.get(k)] for k in _RECORDED_ON_RESUME if saved_trainer.get(k) != current.get(k)}
+        if changes and self.is_main_process:
+            logger.warning(
+                "resuming %s with changed settings: %s", checkpoint,
+                ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items()),
+            )  # fmt: skip
+            row = {"step": int(state["step"]), "checkpoint": checkpoint.name, "changes": changes}
+            with open(self.output_dir / CONFIG_CHANGES_NAME, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(row) + "\n")
+
+    def _divergence(self, what: str) -> DivergenceError:
+        """The error that ends a diverged run, naming the checkpoint to go back to."""
+        latest = ckpt.find_latest_checkpoint(self.checkpoint_dir)
+        back = (
+            f"the last good checkpoint is {latest}: run again with a lower learning rate to resume from it"
+            if latest is not None
+            else "no checkpoint was written yet: start again with a lower learning rate"
+        )
+        return DivergenceError(f"{what} at step {self.step}; nothing non-finite was saved, {back} (or use bf16 instead of fp16)")
+
+    def _check_finite(self, model: ConditionalUNet) -> None:
+        """Raise `DivergenceError` if the weights or the EMA weights hold a NaN or an infinity.
+
+        Called before anything is saved: one host read of one flag, at checkpoint time only.
+        """
+        tensors = [*model.parameters(), *self.ema.model.parameters()]
+        if not bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
+            raise self._divergence("the weights became NaN or infinite")
+
     # ---------------------------------------------------------------------- checkpoints
     def save_checkpoint(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Path:
         """Write a checkpoint of the current step (all processes must call this)."""
         acc = self.accelerator
+        # Every process holds the same weights, so every process stops here alike.
+        self._check_finite(self._unwrap(model))
         final = ckpt.checkpoint_path(self.checkpoint_dir, self.step)
         tmp = ckpt.temporary_checkpoint_path(self.checkpoint_dir, self.step)
         if self.is_main_process:
@@ -494,7 +640,13 @@ class DDPMTrainer:
         return path
 
     def _save_model(self, model: ConditionalUNet) -> None:
-        self._sampler(model).save_pretrained(self.model_dir, ema_state_dict=self.ema.state_dict())
+        """Write ``model/`` as a whole: a kill never leaves new weights beside old EMA weights."""
+        self._check_finite(model)
+        with atomic_folder(self.model_dir) as tmp:
+            card = self.model_dir / MODEL_CARD_NAME
+            if card.is_file():  # a hand-written card is kept (save_pretrained decides)
+                shutil.copy2(card, tmp / MODEL_CARD_NAME)
+            self._sampler(model).save_pretrained(tmp, ema_state_dict=self.ema.state_dict())
         model.train()
 
     def push_to_hub(self, model: ConditionalUNet | None = None) -> str | None:
@@ -613,6 +765,17 @@ class _StepClock:
         steps = max(self._steps, 1)
         self.restart()
         return steps * self.images_per_step / elapsed, 1000.0 * elapsed / steps
+
+
+def _as_json(config: dict[str, Any]) -> dict[str, Any]:
+    """A config dict as it reads back from JSON (tuples become lists), for comparing."""
+    return json.loads(json.dumps(config))
+
+
+def _differences(kind: str, saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``"kind.field: checkpoint X, now Y"`` for each field that differs."""
+    keys = sorted(set(saved) | set(current))
+    return [f"{kind}.{k}: checkpoint {saved.get(k)!r}, now {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
 
 
 _KERNEL_FLAGS = ("fused", "foreach", "capturable")

@@ -1,16 +1,32 @@
-"""Atomic file writes: a reader never sees a half-written file, even after ``kill -9``."""
+"""Atomic writes of files and whole folders: a reader never sees a half-written one, even after
+``kill -9``; and the clean-up of what an interrupted write leaves behind."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+__all__ = [
+    "TEMPORARY_MARK",
+    "atomic_folder",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "remove_folder",
+    "remove_stale_temporaries",
+]
+
+TEMPORARY_MARK = ".tmp"
+"""What every temporary name of this module contains: ``.NAME.XXXX.tmp`` files from
+`atomic_path`, ``.NAME.tmp-XXXX`` folders from `atomic_folder` and `remove_folder`."""
 
 
 def _umask() -> int:
@@ -70,3 +86,66 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as indented, key-sorted JSON to ``path`` atomically and return the path."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+@contextmanager
+def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; swap it in for ``path`` when the block succeeds.
+
+    The old folder (if any) is renamed aside, the new one renamed into place, then the old one
+    deleted. A ``kill -9`` leaves the old folder whole, the new one whole, or (between the two
+    renames, a moment) neither, with both as hidden temporaries that `remove_stale_temporaries`
+    deletes: never a mix of old and new files. On error the temporary folder is deleted and
+    ``path`` is untouched.
+
+    Args:
+        path: Destination folder. Its parent is created if missing.
+
+    Yields:
+        A fresh, empty temporary folder to fill.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}{TEMPORARY_MARK}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            remove_folder(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_folder(path: str | os.PathLike[str]) -> None:
+    """Delete a folder as one step: renamed to a hidden temporary first, then deleted.
+
+    A ``kill -9`` during the deletion leaves a temporary for `remove_stale_temporaries`, never
+    a half-deleted folder under its own name (a checkpoint missing its weights but not its
+    ``state.json`` would look complete).
+    """
+    path = Path(path)
+    doomed = path.parent / f".{path.name}{TEMPORARY_MARK}-del-{uuid.uuid4().hex[:8]}"
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporaries an interrupted write left in ``folder`` (not in its subfolders).
+
+    Only call this when no other process is writing there (e.g. when a run starts).
+
+    Returns:
+        What was deleted.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if p.name.startswith(".") and TEMPORARY_MARK in p.name]
+    for path in stale:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return stale
