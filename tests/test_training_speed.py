@@ -34,6 +34,9 @@ def count_host_reads() -> Iterator[Counter[str]]:
     copy of Python data when given a device) while the block runs."""
     counts: Counter[str] = Counter()
     originals = {name: getattr(torch.Tensor, name) for name in _HOST_READS}
+    # Methods torch.Tensor inherits from its C base are deleted again afterwards rather than
+    # set: a copy in torch.Tensor's own dict would change how Python dispatches them.
+    inherited = {name for name in _HOST_READS if name not in vars(torch.Tensor)}
     original_tensor = torch.tensor
 
     def counting(name: str, method):  # type: ignore[no-untyped-def]
@@ -54,7 +57,10 @@ def count_host_reads() -> Iterator[Counter[str]]:
         yield counts
     finally:
         for name, method in originals.items():
-            setattr(torch.Tensor, name, method)
+            if name in inherited:
+                delattr(torch.Tensor, name)
+            else:
+                setattr(torch.Tensor, name, method)
         torch.tensor = original_tensor  # type: ignore[assignment]
 
 
@@ -78,6 +84,7 @@ def train(dataset, output_dir: Path, max_steps: int, **settings) -> DDPMTrainer:
     return trainer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["preloaded", "rendered"])
 def test_steps_between_log_steps_read_nothing_back(source: str, toy_folder: Path, tmp_path: Path) -> None:
     """Four more steps between the same log steps add no host read at all (data, noise, forward,
@@ -96,6 +103,7 @@ def test_steps_between_log_steps_read_nothing_back(source: str, toy_folder: Path
     assert totals[0]["item"] >= 1  # the counting works: the final log step reads the loss
 
 
+@pytest.mark.slow
 def test_gathered_batches_are_the_data_loaders(toy_folder: Path, tmp_path: Path) -> None:
     """Index gathers give exactly the batches a DataLoader over the same items gives."""
     gathered = train(preloaded(toy_folder), tmp_path / "gather", 6, log_every=1)
@@ -107,6 +115,7 @@ def test_gathered_batches_are_the_data_loaders(toy_folder: Path, tmp_path: Path)
         assert torch.equal(value, loaded.model.state_dict()[key]), key
 
 
+@pytest.mark.slow
 def test_gathered_run_resumes_exactly(toy_folder: Path, tmp_path: Path) -> None:
     """A run read by gathers, stopped after 3 steps (mid-epoch) and resumed, is the run that never stopped."""
     whole = train(preloaded(toy_folder), tmp_path / "whole", 7, log_every=1, checkpoint_every=3)
@@ -117,6 +126,7 @@ def test_gathered_run_resumes_exactly(toy_folder: Path, tmp_path: Path) -> None:
         assert torch.equal(value, resumed.ema.state_dict()[key]), key
 
 
+@pytest.mark.slow
 def test_rendered_cache_trains_like_uncached_rendering(tmp_path: Path) -> None:
     cached = train(rendered(), tmp_path / "cached", 3, log_every=1)
     assert cached.dataset.num_cached == len(cached.dataset)  # rendered up front, before step 1
@@ -132,6 +142,7 @@ def test_epoch_batches_are_the_iterated_batches() -> None:
         assert sampler.epoch_batches(4).shape == (3, 3)
 
 
+@pytest.mark.slow
 def test_logged_speed_leaves_out_checkpoints(colour_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     """images_per_s and step_ms describe training steps, not the checkpoint written between them."""
     real = DDPMTrainer.save_checkpoint

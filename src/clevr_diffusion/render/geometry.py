@@ -22,11 +22,11 @@ from .scene import Scene, SceneObject
 
 __all__ = [
     "BACKDROP_DIRECTION",
+    "BACKDROP_ID",
     "BACKDROP_PROFILE",
     "BACKDROP_V_RANGE",
-    "PRIMITIVE_FIELDS",
-    "BACKDROP_ID",
     "MISS_ID",
+    "PRIMITIVE_FIELDS",
     "backdrop_height",
     "cast_rays",
     "dot",
@@ -368,37 +368,73 @@ def cast_rays(
     else:
         t, n = torch.full_like(origins[:, 0], math.inf), torch.zeros_like(origins)
     ids = torch.where(torch.isinf(t), MISS_ID, BACKDROP_ID).to(torch.int64)
-    near = _near_bounds(prims, sid, origins, directions, t_min, t) if prims.shape[1] else None
-    for k in range(prims.shape[1]):
-        rows = prims[:, k]
-        index = near[:, k].nonzero().squeeze(-1)  # type: ignore[index]
+    if not prims.shape[1]:
+        return t, n, ids
+    near = _near_bounds(prims, sid, origins, directions, t_min, t)
+    # Slot by slot, in order, so that the nearest hit and its tie-breaking (the lower slot) are
+    # those of a sequential scan; each slot's rays are the same list `nonzero` gives per slot.
+    for k, index in enumerate(_rays_per_slot(near)):
         if index.numel():
-            tk, nk = intersect_primitives(origins[index], directions[index], per_slot(rows, sid[index]), t_min)
+            tk, nk = intersect_primitives(origins[index], directions[index], per_slot(prims[:, k], sid[index]), t_min)
+            # Updating through `where` rather than a boolean selection avoids a device sync.
             closer = tk < t[index]
-            sel = index[closer]
-            t[sel] = tk[closer]
-            n[sel] = nk[closer]  # type: ignore[index]
-            ids[sel] = k
+            t[index] = torch.where(closer, tk, t[index])
+            n[index] = torch.where(closer[:, None], nk, n[index])  # type: ignore[arg-type]
+            ids[index] = torch.where(closer, k, ids[index])
     return t, n, ids
 
 
+def _rays_per_slot(near: torch.Tensor) -> list[torch.Tensor]:
+    """Per object slot k, the (sorted) indices of the rays with ``near[:, k]``.
+
+    One compaction of the whole (K, N) mask and one read of the slot boundaries: two host
+    syncs whatever the number of slots (a `nonzero` per slot costs one each on a GPU), and no
+    slower on CPU.
+    """
+    num, slots = near.shape
+    flat = near.T.contiguous().view(-1).nonzero().squeeze(-1)
+    starts = torch.arange(slots + 1, device=near.device) * num
+    bounds = torch.searchsorted(flat, starts).tolist()
+    return [flat[bounds[k] : bounds[k + 1]] - k * num for k in range(slots)]
+
+
 def occluded(
-    prims: torch.Tensor, sid: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor, dist: torch.Tensor
+    prims: torch.Tensor,
+    sid: torch.Tensor,
+    origins: torch.Tensor,
+    directions: torch.Tensor,
+    dist: torch.Tensor,
+    active: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``(N,)`` bool: whether an object blocks the segment ``o + t d``, ``0 < t < dist`` (d unit).
 
     The backdrop is not tested: it cannot block a lamp or the sun for points in the camera's
     view (it rises far behind the scene), and skipping it halves the cost of shadows.
+
+    Args:
+        prims: ``(B, K, 12)`` `primitive_table` of the B scenes.
+        sid: ``(N,)`` int64 scene index of each segment.
+        origins: ``(N, 3)`` segment starts.
+        directions: ``(N, 3)`` unit directions.
+        dist: ``(N,)`` segment lengths.
+        active: Optional ``(N,)`` bool: only these segments are tested, the others come out
+            unblocked (a mask instead of a compaction by the caller, which would sync).
     """
     blocked = torch.zeros(origins.shape[0], dtype=torch.bool, device=origins.device)
-    near = _near_bounds(prims, sid, origins, directions, 1e-3, dist) if prims.shape[1] else None
-    for k in range(prims.shape[1]):
-        rows = prims[:, k]
-        index = (near[:, k] & ~blocked).nonzero().squeeze(-1)  # type: ignore[index]
-        if index.numel():
-            t, _ = intersect_primitives(origins[index], directions[index], per_slot(rows, sid[index]), 1e-3, normals=False)
-            blocked[index[t < dist[index]]] = True
-    return blocked
+    slots = prims.shape[1]
+    if not slots or not origins.shape[0]:
+        return blocked
+    near = _near_bounds(prims, sid, origins, directions, 1e-3, dist)
+    if active is not None:
+        near &= active[:, None]
+    # Every (segment, slot) pair through a bounding sphere in one compaction and one
+    # intersection; blocked is their OR, so the order of the tests does not matter.
+    pair = near.view(-1).nonzero().squeeze(-1)
+    ray = pair // slots
+    rows = per_slot(prims.reshape(-1, prims.shape[2]), sid[ray] * slots + pair % slots)
+    t, _ = intersect_primitives(origins[ray], directions[ray], rows, 1e-3, normals=False)
+    hits = torch.zeros(origins.shape[0], dtype=torch.int32, device=origins.device)
+    return hits.index_add_(0, ray, (t < dist[ray]).to(torch.int32)) > 0
 
 
 def intersect_scene(

@@ -1,7 +1,10 @@
 """Render CLEVR scenes to images: camera samples, shading, pixel filter and sRGB encoding.
 
 The scenes of a call are traced together, as one flat batch of rays (see
-`clevr_diffusion.render.scene_batch`), in chunks of at most about a million samples.
+`clevr_diffusion.render.scene_batch`), in chunks of at most about a million samples on the CPU
+and sixteen million on an accelerator. What can be known from the scene descriptions (which
+object slots are metal, which exist) is worked out on the host rather than read back from the
+device, so a chunk costs a fixed number of host-device syncs whatever its scenes.
 
 Each pixel gets ``supersample**2`` camera samples on a regular k x k sub-pixel grid. The image
 is resolved from them with the reference's effective pixel filter rather than a box, so edges
@@ -36,12 +39,22 @@ from .camera import REFERENCE_HEIGHT, REFERENCE_WIDTH, Frame, intrinsics
 from .geometry import MISS_ID, cast_rays
 from .randomization import DomainRandomization
 from .scene import Scene
-from .scene_batch import SceneBatch, per_ray
+from .scene_batch import SceneBatch, per_ray, upload
 from .shading import ShadingSamples, first_hit, linear_to_srgb, shade
 
 __all__ = ["RenderOutput", "render", "to_uint8"]
 
-_MAX_SAMPLES = 2**20
+_MAX_SAMPLES_CPU = 2**20
+"""Most camera samples traced together on the CPU: beyond a few hundred thousand, the
+intermediate tensors stop fitting in the caches and throughput drops several-fold."""
+_MAX_SAMPLES_ACCELERATOR = 2**24
+"""Most camera samples traced together on a GPU (1,024 scenes at 64 x 64 with supersample 2):
+it needs large batches to fill it and amortise its fixed per-kernel and per-sync costs; the
+intermediates then take a few GB of device memory."""
+_CHUNK_CPU = 64
+"""Default ``chunk`` (scenes traced together) on the CPU."""
+_CHUNK_ACCELERATOR = 4096
+"""Default ``chunk`` on an accelerator: large enough that `_MAX_SAMPLES_ACCELERATOR` decides."""
 _DIRECT_SIGMA = (1.6, 1.2)
 _INDIRECT_SIGMA = (4.5, 2.0)
 _METAL_SIGMA = 0.3
@@ -117,11 +130,38 @@ def _filter_matrix(size: int, k: int, scale: float, sigma: float = 0.0) -> torch
     return w
 
 
+Groups = list[list[tuple[int, torch.Tensor | slice]]]
+"""Per surface (backdrop, object slot 0, 1, ...): ``(kind, scenes)`` pairs, see `_surface_groups`."""
+
+
+def _surface_groups(scenes: Sequence[Scene], device: torch.device) -> Groups:
+    """Which scenes `_resolve` smooths together, per surface, from the scene descriptions.
+
+    Kind 0 is the backdrop (all scenes), 1 rubber objects, 2 metal ones (scenes differ in which
+    slots are metal; a slot a scene lacks counts as rubber). Worked out on the host, so the
+    device is never asked which slots are metal; the index lists go over in one copy.
+    """
+    slots = max(len(s.objects) for s in scenes)
+    lists = []
+    for k in range(slots):
+        metal = [k < len(s.objects) and s.objects[k].material == "metal" for s in scenes]
+        for kind, want in ((1, False), (2, True)):
+            chosen = [i for i, m in enumerate(metal) if m == want]
+            if chosen:
+                lists.append((k, kind, chosen))
+    flat = torch.tensor([i for *_, chosen in lists for i in chosen], dtype=torch.int64)
+    (flat,) = upload([flat], device)
+    groups: Groups = [[(0, slice(None))]] + [[] for _ in range(slots)]
+    for (k, kind, _), part in zip(lists, flat.split([len(c) for *_, c in lists]), strict=True):
+        groups[k + 1].append((kind, part))
+    return groups
+
+
 def _resolve(
     terms: torch.Tensor,
     weights: torch.Tensor,
     ids: torch.Tensor,
-    metal: torch.Tensor,
+    groups: Groups,
     filters: tuple[tuple[torch.Tensor, torch.Tensor], ...],
     smoothing: tuple[tuple[tuple[torch.Tensor, torch.Tensor], ...], ...],
 ) -> torch.Tensor:
@@ -137,7 +177,7 @@ def _resolve(
         terms: (B, kH, kW, 3 * T) per-sample values of T terms (linear RGB).
         weights: (B, kH, kW) bool: the samples that carry values.
         ids: (B, kH, kW) surface id per sample (object slot, -1 backdrop, -2 sky).
-        metal: (B, K) bool: which of the K object slots are metal.
+        groups: `_surface_groups` of the B scenes.
         filters: ((rows (H, kH), cols (W, kW)),): the pixel filter.
         smoothing: Per term, per surface kind (backdrop, rubber objects, metal objects):
             (rows, cols) matrices of the Gaussian times the pixel filter.
@@ -148,19 +188,12 @@ def _resolve(
     (rows, cols), = filters
     out = terms.new_zeros(terms.shape[0], rows.shape[0], cols.shape[0], 3)
     w = weights.to(terms.dtype)
-    for surface in range(-1, metal.shape[1]):
+    # A surface no sample hits adds exact zeros: cheaper than asking the device whether any does.
+    for surface, surface_groups in enumerate(groups, start=-1):
         mask = (ids == surface).to(terms.dtype)
-        if not mask.any():
-            continue
         cover = rows @ mask @ cols.T  # (B, H, W)
         carried = (mask * w)[..., None]
-        # Scenes differ in which slots are metal, so the two object kinds go separately.
-        if surface < 0:
-            groups = [(0, slice(None))]
-        else:
-            is_metal = metal[:, surface]
-            groups = [(k, sel.nonzero().squeeze(-1)) for k, sel in ((1, ~is_metal), (2, is_metal)) if sel.any()]
-        for kind, scenes in groups:
+        for kind, scenes in surface_groups:
             for term, per_kind in enumerate(smoothing):
                 r, c = per_kind[kind]
                 part = carried[scenes]
@@ -219,6 +252,20 @@ def _camera_directions(
     return d / d.norm(dim=-1, keepdim=True)
 
 
+@functools.lru_cache(maxsize=64)
+def _device_filter_matrix(size: int, k: int, scale: float, sigma: float, device: torch.device) -> torch.Tensor:
+    """`_filter_matrix` on ``device``, copied there once rather than per chunk."""
+    return _filter_matrix(size, k, scale, sigma).to(device)
+
+
+def _shaded_uniforms(gens: Sequence[torch.Generator], chosen: torch.Tensor) -> torch.Tensor:
+    """(M, 23) CPU uniforms for the M chosen samples: each scene draws, from its own generator,
+    exactly one row per chosen sample of its own, in order (so it renders alike alone or in a
+    batch). ``chosen`` is (B, S) bool; its per-scene counts are the one read of the device."""
+    counts = chosen.sum(dim=1).tolist()
+    return torch.cat([torch.rand(c, _SHADING_UNIFORMS, generator=g) for c, g in zip(counts, gens, strict=True)])
+
+
 def _render_batch(
     scenes: Sequence[Scene],
     width: int,
@@ -242,9 +289,11 @@ def _render_batch(
     fine_cols = ((torch.arange(fine_w, dtype=torch.float32, device=device) + 0.5) / k).expand(num, fine_h, fine_w)
     fine_rows = ((torch.arange(fine_h, dtype=torch.float32, device=device) + 0.5) / k)[:, None].expand(num, fine_h, fine_w)
     d = _camera_directions(batch, fine_cols, fine_rows, width, height, frame).reshape(-1, 3)
-    sid = torch.arange(num, device=device).repeat_interleave(fine_h * fine_w)
+    sid = _scene_of_ray(num, fine_h * fine_w, device)
     o = per_ray(batch.camera, sid)
-    shaded = torch.stack([_shaded_samples(g, height, width, k, shaded_per_pixel) for g in gens]).view(-1).to(device)
+    shaded = torch.stack([_shaded_samples(g, height, width, k, shaded_per_pixel) for g in gens]).view(-1)
+    (shaded,) = upload([shaded], device)
+    groups = _surface_groups(scenes, device)
     t, n, ids = first_hit(batch, sid, o, d)
 
     # Shade some samples per pixel on diffuse surfaces, every sample on metal (its reflections
@@ -252,17 +301,18 @@ def _render_batch(
     hit = ids != MISS_ID
     metal = per_ray(batch.metal, sid, ids + 2) & hit
     diffuse = hit & ~metal
-    index = ((shaded & hit) | metal).nonzero().squeeze(-1)
-    counts = torch.bincount(sid[index], minlength=num).tolist()
-    u = torch.cat([torch.rand(c, _SHADING_UNIFORMS, generator=g) for c, g in zip(counts, gens, strict=True)])
+    chosen = (shaded & hit) | metal
+    (u,) = upload([_shaded_uniforms(gens, chosen.view(num, -1))], device)
+    index = chosen.nonzero().squeeze(-1)
     part, part_indirect = shade(
         batch, sid[index], o[index], d[index], t[index], n[index], ids[index],
-        _shading_samples(u.to(device)), bounce=shaded[index], split_indirect=True, metal_samples=_METAL_SAMPLES,
+        _shading_samples(u), bounce=shaded[index], split_indirect=True, metal_samples=_METAL_SAMPLES,
     )  # fmt: skip
     terms = torch.zeros(d.shape[0], 6, device=device).index_copy_(0, index, torch.cat([part, part_indirect], dim=1))
 
     def matrices(sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
-        return _filter_matrix(height, k, scale_y, sigma).to(device), _filter_matrix(width, k, scale_x, sigma).to(device)
+        rows = _device_filter_matrix(height, k, scale_y, sigma, device)
+        return rows, _device_filter_matrix(width, k, scale_x, sigma, device)
 
     def smoothing(sigma: tuple[float, ...]) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
         return tuple(matrices(s) for s in sigma)
@@ -274,7 +324,7 @@ def _render_batch(
     indirect_sigma = (_INDIRECT_SIGMA[0] * width / 64, _INDIRECT_SIGMA[1] * width / 64, 0.0)
     image = _resolve(
         terms.view(num, fine_h, fine_w, 6), ((diffuse & shaded) | metal).view(num, fine_h, fine_w),
-        ids.view(num, fine_h, fine_w), batch.metal[:, 2:], (matrices(0.0),),
+        ids.view(num, fine_h, fine_w), groups, (matrices(0.0),),
         (smoothing(direct_sigma), smoothing(indirect_sigma)),
     )  # fmt: skip
     images = linear_to_srgb(image).permute(0, 3, 1, 2).contiguous()
@@ -284,9 +334,24 @@ def _render_batch(
     pr = torch.arange(height, dtype=torch.float32, device=device)[None, :, None] + 0.5
     pc, pr = torch.broadcast_tensors(pc.expand(num, height, width), pr.expand(num, height, width))
     dc = _camera_directions(batch, pc, pr, width, height, frame).reshape(-1, 3)
-    sc = torch.arange(num, device=device).repeat_interleave(height * width)
+    sc = _scene_of_ray(num, height * width, device)
     _, _, centre_ids = cast_rays(batch.prims, sc, per_ray(batch.camera, sc), dc)
     return images, centre_ids.view(num, height, width)
+
+
+def _scene_of_ray(num: int, per_scene: int, device: torch.device) -> torch.Tensor:
+    """(num * per_scene,) int64 scene index of each ray, scene by scene (no host sync, unlike
+    ``repeat_interleave`` on some devices)."""
+    return torch.arange(num, device=device)[:, None].expand(num, per_scene).reshape(-1)
+
+
+def _chunk_size(chunk: int | None, device: torch.device, samples_per_scene: int) -> int:
+    """Scenes traced together: at most ``chunk`` (default by device) and within the device's sample bound."""
+    accelerator = device.type != "cpu"
+    if chunk is None:
+        chunk = _CHUNK_ACCELERATOR if accelerator else _CHUNK_CPU
+    bound = _MAX_SAMPLES_ACCELERATOR if accelerator else _MAX_SAMPLES_CPU
+    return max(1, min(chunk, bound // samples_per_scene))
 
 
 def render(
@@ -299,7 +364,7 @@ def render(
     seed: int = 0,
     scene_offset: int | Sequence[int] = 0,
     randomization: DomainRandomization | None = None,
-    chunk: int = 64,
+    chunk: int | None = None,
     shaded_per_pixel: int | None = None,
 ) -> RenderOutput:
     """Render scenes with direct light from the lamps and sun plus one diffuse bounce.
@@ -320,7 +385,9 @@ def render(
             ``(seed, scene_offset + i)`` or ``(seed, scene_offset[i])``.
         randomization: Optional `DomainRandomization`, drawn per scene from its stream.
         chunk: At most this many scenes are traced together (fewer when their samples would
-            exceed about a million, which bounds memory to a few hundred MB).
+            exceed the device's bound: about a million on the CPU, which keeps memory to a few
+            hundred MB, sixteen million on an accelerator). Default: 64 on the CPU, the sample
+            bound elsewhere. The images do not depend on it.
         shaded_per_pixel: How many of a pixel's ``supersample**2`` samples are shaded on
             diffuse surfaces (metal is always shaded at every sample); the others only count
             for coverage and the per-surface filter fills them in. Default: 1 for images up to
@@ -336,7 +403,7 @@ def render(
     scenes = list(scenes)
     if isinstance(supersample, bool) or not isinstance(supersample, int) or supersample < 1:
         raise ValueError(f"supersample must be an int >= 1, got {supersample!r}")
-    if chunk < 1:
+    if chunk is not None and chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     if shaded_per_pixel is None:
         shaded_per_pixel = 1 if width <= 128 else supersample * supersample
@@ -355,9 +422,7 @@ def render(
             images=torch.zeros(0, 3, height, width, device=device),
             object_ids=torch.zeros(0, height, width, dtype=torch.int64, device=device),
         )
-    # Bound the samples traced together: beyond a few hundred thousand, the intermediate
-    # tensors stop fitting in the CPU's caches and throughput drops several-fold.
-    chunk = max(1, min(chunk, _MAX_SAMPLES // (width * height * supersample * supersample)))
+    chunk = _chunk_size(chunk, device, width * height * supersample * supersample)
     images, ids = [], []
     for start in range(0, len(scenes), chunk):
         part = scenes[start : start + chunk]

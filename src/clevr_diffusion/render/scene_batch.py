@@ -29,6 +29,7 @@ __all__ = [
     "per_ray",
     "sun_solid_angle",
     "tangents",
+    "upload",
 ]
 
 FLOOR_ALBEDO = 0.8
@@ -82,6 +83,28 @@ def per_ray(table: torch.Tensor, sid: torch.Tensor, column: torch.Tensor | None 
         return torch.nn.functional.embedding(flat_index, rows[:, None])[:, 0]
     width = rows[0].numel()
     return torch.nn.functional.embedding(flat_index, rows.reshape(-1, width)).view(-1, *rows.shape[1:])
+
+
+def upload(tensors: Sequence[torch.Tensor], device: torch.device | str) -> list[torch.Tensor]:
+    """CPU tensors on ``device``, in as few host-to-device copies as there are dtypes.
+
+    On the CPU the tensors themselves come back. Elsewhere the tensors of each dtype are
+    packed into one buffer (pinned on CUDA), copied without blocking the host, and split into
+    views of their shapes again: many small copies each cost a driver call and a wait.
+    """
+    device = torch.device(device)
+    if device.type == "cpu":
+        return list(tensors)
+    out: list[torch.Tensor | None] = [None] * len(tensors)
+    for dtype in dict.fromkeys(t.dtype for t in tensors):
+        members = [i for i, t in enumerate(tensors) if t.dtype == dtype]
+        flat = torch.cat([tensors[i].reshape(-1) for i in members])
+        if device.type == "cuda":
+            flat = flat.pin_memory()
+        parts = flat.to(device, non_blocking=True).split([tensors[i].numel() for i in members])
+        for i, part in zip(members, parts, strict=True):
+            out[i] = part.view(tensors[i].shape)
+    return out  # type: ignore[return-value]
 
 
 def tangents(n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,25 +202,28 @@ class SceneBatch:
         bases = [Camera.from_scene(s).basis() for s in scenes]
 
         def put(x: torch.Tensor | list, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-            return torch.as_tensor(x).to(device=device, dtype=dtype)
+            return torch.as_tensor(x).to(dtype=dtype)
 
-        return cls(
-            prims=primitive_table(scenes, device),
-            albedo=put(albedo).reshape(len(scenes), width, 3),
-            metal=put(metal, torch.bool).reshape(len(scenes), width),
-            camera=put([list(s.camera) for s in scenes]).reshape(len(scenes), 3),
-            basis=put(torch.stack(bases) if bases else torch.zeros(0, 3, 3)),
-            focal=put([j.focal for j in jitters]),
-            lamp_center=put(pos),
-            lamp_u=put(axis_u),
-            lamp_v=put(axis_v),
-            lamp_normal=put(normal),
-            lamp_side=sides,
-            lamp_radiance=put(base * jitter),
-            sun_direction=put(sun),
-            sun_tangent=put(sun_t),
-            sun_bitangent=put(sun_b),
-            sun_radiance=put((sun_power * SUN_IRRADIANCE / sun_solid_angle())[:, None].expand(-1, 3)),
-            bounce_gain=put([BOUNCE_GAIN * j.indirect for j in jitters]),
-            roughness=put([j.roughness for j in jitters]),
-        )
+        # Everything is built on the CPU (from Python numbers) and moved in one go.
+        b = len(scenes)
+        fields = {
+            "prims": primitive_table(scenes),
+            "albedo": put(albedo).reshape(b, width, 3),
+            "metal": put(metal, torch.bool).reshape(b, width),
+            "camera": put([list(s.camera) for s in scenes]).reshape(b, 3),
+            "basis": put(torch.stack(bases) if bases else torch.zeros(0, 3, 3)),
+            "focal": put([j.focal for j in jitters]),
+            "lamp_center": put(pos),
+            "lamp_u": put(axis_u),
+            "lamp_v": put(axis_v),
+            "lamp_normal": put(normal),
+            "lamp_radiance": put(base * jitter),
+            "sun_direction": put(sun),
+            "sun_tangent": put(sun_t),
+            "sun_bitangent": put(sun_b),
+            "sun_radiance": put((sun_power * SUN_IRRADIANCE / sun_solid_angle())[:, None].expand(-1, 3)),
+            "bounce_gain": put([BOUNCE_GAIN * j.indirect for j in jitters]),
+            "roughness": put([j.roughness for j in jitters]),
+        }
+        moved = upload(list(fields.values()), device)
+        return cls(lamp_side=sides, **dict(zip(fields, moved, strict=True)))

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import torch
 
 from .geometry import MISS_ID, cast_rays, dot, occluded
-from .scene_batch import METAL_LOBES, RUBBER_ALPHA, SUN_ANGULAR_DIAMETER, SceneBatch, tangents, per_ray, sun_solid_angle
+from .scene_batch import METAL_LOBES, RUBBER_ALPHA, SUN_ANGULAR_DIAMETER, SceneBatch, per_ray, sun_solid_angle, tangents
 
 __all__ = ["ShadingSamples", "first_hit", "linear_to_srgb", "shade"]
 
@@ -178,9 +178,9 @@ def _light_samples(
     the one-sided lamp, or, with ``shadows``, if blocked), the sample's solid-angle pdf (N,) and
     the distance to the light sample (N,) (inf for the sun).
     """
-    out = []
     origin = p + _EPS * n
     L_center, L_u, L_v, L_normal, L_radiance = _lamps(batch, sid)
+    samples = []  # per light: (w, cos_p, live before shadows, dist2, cos_l, dist)
     for k, side in enumerate(batch.lamp_side):
         q = (
             L_center[:, k]
@@ -193,26 +193,43 @@ def _light_samples(
         w = to_lamp / dist[:, None]
         cos_p = dot(n, w)
         cos_l = -dot(w, L_normal[:, k])  # one-sided: emits towards the origin side only
-        live = (cos_p > 0) & (cos_l > 0)
-        if shadows:
-            index = live.nonzero().squeeze(-1)
-            if index.numel():
-                blocked = occluded(batch.prims, sid[index], origin[index], w[index], dist[index] - _EPS)
-                live[index[blocked]] = False
-        pdf = torch.where(live, dist2 / (cos_l.clamp(min=1e-6) * side * side), torch.ones_like(dist))
-        out.append((w, cos_p, live[:, None] * L_radiance[:, k], pdf, dist - _EPS))
+        samples.append((w, cos_p, (cos_p > 0) & (cos_l > 0), dist2, cos_l, dist))
     w = _sun_directions(batch, sid, sun_u)
     cos_p = dot(n, w)
-    live = cos_p > 0
-    if shadows:
-        index = live.nonzero().squeeze(-1)
-        if index.numel():
-            far = torch.full((index.numel(),), math.inf, device=p.device)
-            live[index[occluded(batch.prims, sid[index], origin[index], w[index], far)]] = False
-    solid = sun_solid_angle()
     far = torch.full_like(cos_p, math.inf)
-    out.append((w, cos_p, live[:, None] * per_ray(batch.sun_radiance, sid), torch.full_like(cos_p, 1 / solid), far))
+    samples.append((w, cos_p, cos_p > 0, far, far, far))
+    lives = [live for _, _, live, _, _, _ in samples]
+    if shadows:
+        lives = _unblocked(batch, sid, origin, samples)
+    out = []
+    for k, side in enumerate(batch.lamp_side):
+        w, cos_p, _, dist2, cos_l, dist = samples[k]
+        live = lives[k]
+        pdf = torch.where(live, dist2 / (cos_l.clamp(min=1e-6) * side * side), torch.ones_like(dist))
+        out.append((w, cos_p, live[:, None] * L_radiance[:, k], pdf, dist - _EPS))
+    w, cos_p = samples[-1][:2]
+    radiance = lives[-1][:, None] * per_ray(batch.sun_radiance, sid)
+    out.append((w, cos_p, radiance, torch.full_like(cos_p, 1 / sun_solid_angle()), far))
     return out
+
+
+def _unblocked(
+    batch: SceneBatch, sid: torch.Tensor, origin: torch.Tensor, samples: list[tuple[torch.Tensor, ...]]
+) -> list[torch.Tensor]:
+    """Each light sample's ``live`` mask with the blocked shadow rays removed.
+
+    The shadow rays of all lights are tested in one `occluded` call (one host sync, not one
+    per light); ``samples`` holds per light ``(w, cos_p, live, dist2, cos_l, dist)``, the
+    sun's ``dist`` infinite.
+    """
+    count = origin.shape[0]
+    lights = len(samples)
+    w = torch.cat([x[0] for x in samples])
+    live = torch.cat([x[2] for x in samples])
+    # A lamp's shadow ray stops just short of it; the sun's never ends.
+    dist = torch.cat([x[5] - _EPS for x in samples])
+    blocked = occluded(batch.prims, sid.repeat(lights), origin.repeat(lights, 1), w, dist, active=live)
+    return list((live & ~blocked).split(count))
 
 
 def _direct(
@@ -247,9 +264,7 @@ def _direct(
     rows = torch.arange(p.shape[0], device=p.device)
     w_pick, dist_pick = w[pick, rows], dist[pick, rows]
     visible = total > 0
-    index = visible.nonzero().squeeze(-1)
-    if index.numel():
-        visible[index[occluded(batch.prims, sid[index], p[index] + _EPS * n[index], w_pick[index], dist_pick[index])]] = False
+    visible &= ~occluded(batch.prims, sid, p + _EPS * n, w_pick, dist_pick, active=visible)
     irradiance = contrib.sum(0) * visible[:, None]
     gloss = torch.zeros_like(p)
     if view is not None:
