@@ -25,6 +25,7 @@ def load(name: str) -> ModuleType:
         sys.path.remove(str(BENCHMARKS))
 
 
+@pytest.mark.slow
 def test_gpu_throughput_runs_on_cpu_with_tiny_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bench = load("gpu_throughput")
     argv = ["--device", "cpu", "--image-size", "16", "--base-channels", "8", "--batch-sizes", "4", "8"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -96,6 +97,7 @@ def test_sample_a_condition_file(trained: Path, tmp_path: Path) -> None:
     assert Image.open(tmp_path / "g.png").size == (8 * 18 + 2, 4 * 18 + 2)
 
 
+@pytest.mark.slow
 def test_sample_with_a_preset_and_guidance_flags(trained: Path, tmp_path: Path) -> None:
     """--preset, --guidance-rescale and --guidance-mode reach the sampler: the PNGs are its images."""
     import numpy as np
@@ -140,6 +142,7 @@ def test_bad_input_is_a_one_line_error(trained: Path, tmp_path: Path, capsys: py
 
 
 
+@pytest.mark.slow
 def test_train_on_rendered_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
     args = [
@@ -210,3 +213,176 @@ def test_train_speed_and_recipe_flags_reach_the_configs() -> None:
     assert args.base_channels == 64
     with pytest.raises(SystemExit):
         build_parser().parse_args([*base, "--mixed-precision", "fp8"])
+
+
+# ------------------------------------------------------------------ user errors: one line, before any work
+def _one_line_error(capsys: pytest.CaptureFixture[str], *expected: str) -> str:
+    """The captured stderr, checked to be one error line holding every ``expected`` text."""
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("clevr-diffusion") and "Traceback" not in err, err
+    for text in expected:
+        assert text in err, err
+    return err
+
+
+@pytest.fixture
+def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every command's first real work (loading a model, building data, rendering) fail the test."""
+    from clevr_diffusion import DDPMSampler
+    from clevr_diffusion.cli import train as train_command
+    from clevr_diffusion.data import toy
+    from clevr_diffusion.render import dataset_writer, scene
+
+    import clevr_diffusion.evaluation.evaluate  # noqa: F401 (the module; the package's `evaluate` is the function)
+
+    def work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the command started working before checking its options")
+
+    # The commands import the library inside `run`, so the library's own functions are patched.
+    monkeypatch.setattr(DDPMSampler, "from_pretrained", work)
+    monkeypatch.setattr(sys.modules["clevr_diffusion.evaluation.evaluate"], "load_evaluator", work)
+    monkeypatch.setattr(train_command, "_dataset", work)
+    monkeypatch.setattr(toy, "make_toy_dataset", work)
+    monkeypatch.setattr(scene, "load_scenes", work)
+    monkeypatch.setattr(dataset_writer, "make_dataset", work)
+
+
+def test_output_paths_are_checked_before_any_work(
+    no_work: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, file = tmp_path / "folder", tmp_path / "file.txt"
+    folder.mkdir()
+    file.write_text("x")
+    model = str(tmp_path / "model")
+    sample = ["sample", "--model", str(tmp_path / "model"), "--labels", "red cube"]
+    is_file = "is a file, not a folder"
+    cases = [
+        ([*sample, "--out", str(folder)], f"--out {folder} is a folder"),
+        ([*sample, "--out", str(file / "grid.png")], f"{file} {is_file}"),
+        ([*sample, "--out", str(tmp_path / "g.png"), "--images-dir", str(file)], f"--images-dir {file} {is_file}"),
+        ([*sample, "--trajectory", str(folder)], f"--trajectory {folder} is a folder"),
+        (["evaluate", "--model", str(tmp_path / "model"), "--out", str(file)], f"--out {file} {is_file}"),
+        (["demo", "--output-dir", str(file)], f"--output-dir {file} {is_file}"),
+        (["demo", "--train", "--output-dir", str(file / "sub")], f"{file} {is_file}"),
+        (["train", "--data", str(tmp_path), "--output-dir", str(file)], f"--output-dir {file} {is_file}"),
+        (["make-toy-data", str(file)], f"{file} {is_file}"),
+        (["render-scenes", str(tmp_path / "scenes.json"), str(file)], f"{file} {is_file}"),
+        (["make-dataset", str(file)], f"{file} {is_file}"),
+    ]
+    for args, problem in cases:
+        assert main(args) == 2, args
+        _one_line_error(capsys, problem)
+
+
+def test_an_unwritable_output_folder_is_refused_before_any_work(
+    no_work: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # root writes anywhere: let the folder say no
+        access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked and access(path, mode))
+    try:
+        assert main(["sample", "--labels", "red cube", "--out", str(locked / "new" / "grid.png")]) == 2
+        _one_line_error(capsys, f"no permission to write into {locked}")
+        assert main(["evaluate", "--out", str(locked)]) == 2
+        _one_line_error(capsys, f"no permission to write into {locked}")
+    finally:
+        locked.chmod(0o700)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["sample", "--labels", "red cube"],
+        ["evaluate"],
+        ["render-scenes", "scenes.json", "out"],
+        ["make-dataset", "out"],
+        ["train-evaluator", "out"],
+    ],
+)
+def test_device_cuda_without_cuda_is_one_line(
+    command: list[str], no_work: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main([*command, "--device", "cuda"]) == 2
+    err = _one_line_error(capsys)
+    assert err == f"clevr-diffusion {command[0]}: error: CUDA is not available on this machine; use --device cpu\n"
+    assert main([*command, "--device", "gpu"]) == 2
+    _one_line_error(capsys, "'gpu' is not a torch device")
+
+
+def test_non_positive_counts_are_one_line_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    cases = [
+        ["sample", "--labels", "red cube", "--nrow", "0"],
+        ["sample", "--labels", "red cube", "--upscale", "-1"],
+        ["sample", "--labels", "red cube", "--steps", "0"],
+        ["evaluate", "--seeds", "0"],
+        ["demo", "--train", "--scenes", "0"],
+        ["make-toy-data", "out", "--scenes", "0"],
+        ["render-scenes", "s.json", "out", "--width", "0"],
+        ["make-dataset", "out", "--supersample", "0"],
+        ["train-evaluator", "out", "--batch-size", "0"],
+        ["export-model", "src", "dest", "--max-shard-mib", "0"],
+    ]
+    for args in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        assert exit_info.value.code == 2, args
+        _one_line_error(capsys, f"argument {args[-2]}", f"got '{args[-1]}'", f"clevr-diffusion {args[0]} --help")
+
+
+def test_debug_shows_the_traceback_and_bugs_keep_theirs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from clevr_diffusion.cli import sample
+
+    args = ["sample", "--labels", "red cube", "--out", str(tmp_path)]
+    assert main(args) == 2
+    _one_line_error(capsys, "is a folder")
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        main(["--debug", *args])
+
+    def bug(args: object) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(sample, "run", bug)
+    with pytest.raises(RuntimeError, match="a bug"):  # not a user error: the traceback stays
+        main(["sample", "--labels", "red cube"])
+
+
+HEAVY_MODULES = ("torch", "diffusers", "accelerate", "huggingface_hub", "numpy", "PIL")
+
+
+def test_help_imports_no_heavy_library() -> None:
+    """`--help` and usage errors answer in well under a second: neither imports torch and co."""
+    for argv in (["--help"], ["sample", "--nrow", "0"]):
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "clevr_diffusion.cli", *argv], capture_output=True, text=True
+        )
+        assert done.returncode == (0 if argv == ["--help"] else 2), done.stderr[-2000:]
+        imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+        assert not imported & set(HEAVY_MODULES), sorted(imported & set(HEAVY_MODULES))
+    code = "import json, sys; from clevr_diffusion.cli import build_parser; build_parser(); print(json.dumps(list(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert not set(json.loads(loaded)) & set(HEAVY_MODULES)
+
+
+def test_public_names_load_on_first_use() -> None:
+    """The lazy packages still offer every name of their `__all__`, the same objects as their modules'."""
+    import clevr_diffusion
+    import clevr_diffusion.evaluation
+    import clevr_diffusion.render
+    from clevr_diffusion.evaluation.evaluate import evaluate
+
+    for package in (clevr_diffusion, clevr_diffusion.evaluation, clevr_diffusion.render):
+        for name in package.__all__:
+            assert getattr(package, name) is not None, (package.__name__, name)
+        assert set(package.__all__) <= set(dir(package))
+    # Importing the submodule `evaluate` must not shadow the function of the same name.
+    assert clevr_diffusion.evaluation.evaluate is evaluate
+    with pytest.raises(AttributeError):
+        clevr_diffusion.no_such_name  # noqa: B018

@@ -98,6 +98,24 @@ def test_value_range_and_resize_of_a_gradient(folder: Path) -> None:
     assert torch.equal(image, expected)
 
 
+@pytest.mark.parametrize("big_endian", [False, True])
+def test_16_bit_grayscale_png_is_scaled_to_8_bits(folder: Path, big_endian: bool) -> None:
+    """A 16-bit grayscale PNG (Pillow mode I;16) reads as its gray levels, not as all white."""
+    levels = np.linspace(0, 65535, 32).round().astype(np.uint16)
+    wide = np.broadcast_to(levels, (24, 32))
+    image = Image.fromarray(np.ascontiguousarray(wide))
+    if big_endian:  # the same pixels in Pillow's other 16-bit layout
+        image = Image.frombytes("I;16B", (32, 24), np.ascontiguousarray(wide).astype(">u2").tobytes())
+    image.save(folder / "CLEVR_train_000000_0.png")
+    with Image.open(folder / "CLEVR_train_000000_0.png") as reread:
+        assert reread.mode.startswith("I")  # really a 16-bit file
+    ds = ClevrDataset(folder, image_size=(24, 32))
+    item, _ = ds[1]
+    expected = torch.from_numpy(np.rint(levels / 257.0)).float() / 127.5 - 1.0
+    for channel in item:
+        assert torch.equal(channel, expected.expand(24, 32))
+
+
 def test_images_subfolder_layout(folder: Path) -> None:
     (folder / "images").mkdir()
     for name in list(LABELS)[1:]:

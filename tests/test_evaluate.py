@@ -17,7 +17,6 @@ from clevr_diffusion.evaluation.evaluate import DENOISING_LABELS, EvaluationResu
 
 from conftest import TINY_UNET
 
-pytestmark = pytest.mark.filterwarnings("ignore:the evaluator expects 64 x 64 images")
 
 SIZE = TINY_UNET.sample_size  # the tiny model draws 16 px images
 SAMPLE = dict(method="ddim", num_inference_steps=2, progress=False)
@@ -141,6 +140,7 @@ def test_report_md_and_summary(evaluated: EvaluationResult) -> None:
     assert "test.json" in summary and "new_test.json" in summary and f"{evaluated['test'].accuracy:.3f}" in summary
 
 
+@pytest.mark.slow
 def test_seeds_give_mean_and_spread(
     model_dir: Path, judge: ClevrEvaluator, tmp_path: Path, evaluated: EvaluationResult
 ) -> None:
@@ -265,7 +265,6 @@ def test_cli_evaluator_file(model_dir: Path, tmp_path: Path) -> None:
         (["--evaluator", "bundled", "--checkpoint", "x.pth"], "--checkpoint is the official evaluator's"),
         (["--evaluator", "official", "--checkpoint", "missing.pth"], "no evaluator checkpoint"),
         (["--evaluator", "checkpoint.pth"], "--evaluator official --checkpoint"),
-        (["--seeds", "0"], "--seeds must be >= 1"),
     ],
 )
 def test_cli_bad_evaluator_options_are_one_line_errors(
@@ -277,6 +276,14 @@ def test_cli_bad_evaluator_options_are_one_line_errors(
     assert err.startswith("clevr-diffusion evaluate: error: ") and message in err
     assert err.count("\n") == 1
     assert not (tmp_path / "eval").exists()  # nothing sampled before the options were checked
+
+
+def test_cli_seeds_below_one_is_a_one_line_usage_error(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["evaluate", "--model", str(model_dir), "--out", str(tmp_path / "eval"), *CLI_FAST, "--seeds", "0"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "argument --seeds: expected a positive integer" in err and err.count("\n") == 1
+    assert not (tmp_path / "eval").exists()
 
 
 def test_cli_missing_bundled_weights_is_a_one_line_error(

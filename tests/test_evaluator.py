@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -94,11 +96,15 @@ def test_bad_checkpoints_give_clear_errors(tmp_path: Path) -> None:
         ClevrEvaluator.from_checkpoint(tmp_path / "junk.pth")
 
 
-def test_other_sizes_are_resized_with_a_warning() -> None:
+def test_other_sizes_are_resized_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     evaluator = ClevrEvaluator(pretrained=False)
-    with pytest.warns(UserWarning, match="64 x 64"):
+    with caplog.at_level(logging.WARNING, logger="clevr_diffusion.evaluation.evaluator"):
         out = evaluator.predict(torch.zeros(2, 3, 32, 48))
+        evaluator.predict(torch.zeros(1, 3, 32, 48))  # the same size again: no second line
     assert out.shape == (2, 24)
+    assert [r.getMessage() for r in caplog.records] == [
+        "the evaluator expects 64 x 64 images; resizing 32 x 48 ones (bilinear)"
+    ]
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         evaluator(torch.zeros(3, 64, 64))
 
@@ -209,6 +215,7 @@ def test_augment_keeps_range_and_is_seeded() -> None:
     assert a.min() >= 0 and a.max() <= 1 and not torch.equal(a, images)
 
 
+@pytest.mark.slow
 def test_train_evaluator_runs_and_resumes(tmp_path: Path) -> None:
     config = EvaluatorTrainingConfig(
         output_dir=str(tmp_path / "ev"), num_images=24, batch_size=4, max_steps=4, checkpoint_every=2, supersample=1
@@ -226,6 +233,7 @@ def test_train_evaluator_runs_and_resumes(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "ev" / "config.json").read_text())["num_images"] == 24
 
 
+@pytest.mark.slow
 def test_training_set_shading_follows_the_config(tmp_path: Path) -> None:
     from clevr_diffusion.evaluation.training import _scene
     from clevr_diffusion.render import render
@@ -258,6 +266,7 @@ def test_heldout_accuracy_needs_images() -> None:
         heldout_accuracy(ClevrEvaluator(pretrained=False), num_images=0)
 
 
+@pytest.mark.slow
 def test_train_evaluator_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from clevr_diffusion.cli import main
 
@@ -280,6 +289,7 @@ def test_train_evaluator_command(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["train-evaluator", str(tmp_path / "ev2"), "--images", "2", "--batch-size", "4"]) == 2
 
 
+@pytest.mark.slow
 def test_bundled_weights_ship_small_and_recognise_renders() -> None:
     from clevr_diffusion.evaluation import bundled_weights_dir, heldout_accuracy
 
@@ -316,3 +326,79 @@ def test_bundled_weights_read_blender_renders() -> None:
         ]).float() / 127.5 - 1  # fmt: skip
         result = evaluator.accuracy(images, vocabulary.encode_batch([s.label_names for s in picked]))
         assert result.hits >= at_least, (kind, result)
+
+
+# ----------------------------------------------------------------------------- input checking
+def _scene_like(batch: int = 3) -> torch.Tensor:
+    """Float images in [-1, 1] that are exact 8-bit values, as saved PNGs read back."""
+    pixels = torch.randint(0, 256, (batch, 3, 64, 64), generator=torch.Generator().manual_seed(0))
+    return pixels.float() / 127.5 - 1
+
+
+def test_uint8_and_every_float_dtype_are_accepted() -> None:
+    evaluator = ClevrEvaluator(pretrained=False)
+    images = _scene_like()
+    expected = evaluator.predict(images)
+    as_uint8 = ((images + 1) * 127.5).round().to(torch.uint8)
+    torch.testing.assert_close(evaluator.predict(as_uint8), expected)
+    torch.testing.assert_close(evaluator(as_uint8), expected)
+    torch.testing.assert_close(evaluator.predict(images.double()), expected)
+    torch.testing.assert_close(evaluator.logits(images.double()), evaluator.logits(images))
+    # Half precision rounds the input; the result is that of the rounded float32 images.
+    torch.testing.assert_close(evaluator.predict(images.half()), evaluator.predict(images.half().float()))
+    torch.testing.assert_close(evaluator(images.bfloat16()), evaluator(images.bfloat16().float()))
+    labels = torch.zeros(3, 24)
+    labels[:, 0] = 1
+    assert evaluator.accuracy(as_uint8, labels) == evaluator.accuracy(images, labels)
+    # Resampling overshoot just past [-1, 1] is still an image in [-1, 1].
+    evaluator.predict(images * 1.05)
+
+
+@pytest.mark.parametrize(
+    ("convert", "match"),
+    [
+        (lambda x: (x + 1) * 127.5, r"range from 0 to 255.*images \* 2 - 1 for \[0, 1\] images, or uint8"),
+        (lambda x: x * 3, r"expects float images in \[-1, 1\]"),
+        (lambda x: x.index_fill(0, torch.tensor([1]), float("nan")), "images hold NaN"),
+        (lambda x: x.masked_fill(x > 0.99, float("inf")), "range from .* to inf"),
+        (lambda x: ((x + 1) * 127.5).round().int(), "dtype torch.int32; pass uint8"),
+        (lambda x: x[:, :1], r"shape \(B, 3, H, W\)"),
+    ],
+)
+def test_images_in_another_range_are_rejected_by_every_entry_point(
+    convert: Callable[[torch.Tensor], torch.Tensor], match: str
+) -> None:
+    evaluator = ClevrEvaluator(pretrained=False)
+    images = convert(_scene_like())
+    labels = torch.zeros(3, 24)
+    labels[:, 0] = 1
+    for entry in (evaluator, evaluator.predict, evaluator.logits, lambda x: evaluator.accuracy(x, labels)):
+        with pytest.raises(ValueError, match=match):
+            entry(images)
+
+
+def test_files_that_are_not_checkpoints_name_the_file_and_what_was_expected(tmp_path: Path) -> None:
+    expected = "expected the official evaluator's checkpoint.pth"
+    # b"hello" is what made torch.load raise KeyError: 101; other text, IndexError.
+    for name, content in [("checkpoint.pth", b"hello"), ("notes.txt", b"notes on the run\n"), ("empty.pth", b"")]:
+        (tmp_path / name).write_bytes(content)
+        for trusted in (False, True):
+            with pytest.raises(ValueError, match=rf"{name} is not evaluator weights \(.*\); {expected}"):
+                ClevrEvaluator.from_checkpoint(tmp_path / name, trusted=trusted)
+        with pytest.raises(ValueError, match=rf"{name} is not evaluator weights \(.*\); {expected}"):
+            ClevrEvaluator.from_file(tmp_path / name)
+    # A torch.save file that broke off half-way.
+    torch.save({"model": ClevrEvaluator(pretrained=False).state_dict()}, tmp_path / "full.pth")
+    data = (tmp_path / "full.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=rf"cut\.pth is not evaluator weights \(torch\.load failed: .*\); {expected}"):
+        ClevrEvaluator.from_checkpoint(tmp_path / "cut.pth")
+    # Each format given to the other loader points to the right one.
+    ClevrEvaluator(pretrained=False).save(tmp_path / "weights.safetensors")
+    (tmp_path / "weights.pt").write_bytes((tmp_path / "weights.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="weights.pt is not evaluator weights .*ClevrEvaluator.from_file loads"):
+        ClevrEvaluator.from_checkpoint(tmp_path / "weights.pt")
+    with pytest.raises(ValueError, match="full.pth is not evaluator weights .*ClevrEvaluator.from_checkpoint loads"):
+        ClevrEvaluator.from_file(tmp_path / "full.pth")
+    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
+        ClevrEvaluator.from_file(tmp_path / "missing.safetensors")

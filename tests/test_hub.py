@@ -18,7 +18,7 @@ from huggingface_hub import constants as hf_constants
 
 from clevr_diffusion import ConditionalUNet, DDPMSampler, UNetConfig
 from clevr_diffusion.cli import main
-from clevr_diffusion.hub import CARD_MARKER, is_repo_id, model_card, push_folder
+from clevr_diffusion.hub import CARD_MARKER, HubUnreachableError, is_repo_id, model_card, push_folder
 from clevr_diffusion.models.serialization import CheckpointMismatchError
 from clevr_diffusion.training import DDPMTrainer, TrainerConfig
 
@@ -247,6 +247,38 @@ def test_cli_push_then_sample_by_repo_id(hub: HubServer, sampler: DDPMSampler, t
     assert main(["push", str(tmp_path / "nothing"), "frank/x"]) == 2
     assert main(["push", str(run), "not a repo"]) == 2
     assert "not a Hub repo id" in capsys.readouterr().err
+
+
+def test_push_without_a_connection_is_one_line(
+    hub: HubServer, sampler: DDPMSampler, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = sampler.save_pretrained(tmp_path / "model")
+    hub.stop()  # nothing listens at HF_ENDPOINT: the client's own connection error
+    with pytest.raises(HubUnreachableError, match=f"Hub at {os.environ['HF_ENDPOINT']} could not be reached") as info:
+        push_folder(folder, "hana/offline")
+    assert isinstance(info.value, ConnectionError)
+    assert main(["push", str(folder), "hana/offline"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "could not be reached" in err and "check the network connection, or HF_ENDPOINT" in err and "HF_TOKEN" in err
+    with pytest.raises(HubUnreachableError):
+        main(["--debug", "push", str(folder), "hana/offline"])
+
+
+def test_a_download_cut_off_is_one_line(
+    sampler: DDPMSampler, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    httpx2 = pytest.importorskip("httpx2", reason="the HTTP client of huggingface_hub 2; older ones use requests")
+
+    def cut_off(*args: object, **kwargs: object) -> str:
+        raise httpx2.ConnectTimeout("timed out")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", cut_off)
+    with pytest.raises(HubUnreachableError, match=r"could not be reached \(timed out\)"):
+        DDPMSampler.from_pretrained("ivan/model", cache_dir=tmp_path / "cache")
+    assert main(["sample", "--model", "ivan/model", "--labels", "red sphere", "--out", str(tmp_path / "g.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "could not be reached" in err and "Traceback" not in err
 
 
 def test_trainer_pushes_every_n_steps_and_at_the_end(hub: HubServer, tiny_unet: ConditionalUNet, colour_dataset, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.resources
 import json
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from clevr_diffusion.labels import (
     encode_batch,
     encode_labels,
     load_conditions,
+    validate_label_tensor,
 )
 
 SHARED = Path(__file__).parents[1] / ".." / "shared" / "reference" / "iclevr"
@@ -230,6 +232,43 @@ def test_encode_batch_error_names_the_list() -> None:
         encode_batch([["red cube"], ["gren sphere"]])
     with pytest.raises(LabelError, match="list of name lists"):
         encode_batch("red cube")
+
+
+def test_encode_batch_rejects_a_flat_list_of_names_with_both_readings() -> None:
+    both = (
+        "[['red cube', 'blue cube']] for one image holding these objects, or [['red cube'], ['blue cube']] "
+        "for one image each"
+    )
+    with pytest.raises(LabelError, match=re.escape(f"got a flat list of names ['red cube', 'blue cube']; pass {both}")):
+        encode_batch(["red cube", "blue cube"])  # type: ignore[list-item]
+    four = ["red cube", "blue cube", "gray cube", "cyan cube"]
+    each = r"pass \[\['red cube'\], \['blue cube'\], .*\]\] for one image each"
+    with pytest.raises(LabelError, match=each) as caught:
+        encode_batch(four)  # type: ignore[list-item]
+    assert "holding these objects" not in str(caught.value)  # four cannot share one image
+
+
+def test_validate_label_tensor_accepts_multi_hot_and_names_the_bad_row() -> None:
+    good = encode_batch([["red cube"], ["blue sphere", "gray cylinder", "cyan cube"]])
+    validate_label_tensor(good)
+    validate_label_tensor(good.bool())
+    validate_label_tensor(good.long())
+    with pytest.raises(LabelError, match="label row 1 is all zeros"):
+        validate_label_tensor(torch.cat([good, torch.zeros(2, 24)]).index_select(0, torch.tensor([0, 2])))
+    validate_label_tensor(torch.zeros(2, 24), allow_unconditional=True)
+    with pytest.raises(LabelError, match=r"label row 0 holds NaN; each row must be 0/1 with 1 to 3 ones"):
+        validate_label_tensor(torch.full((1, 24), float("nan")))
+    infinite = good.clone()
+    infinite[1, 7] = float("inf")
+    with pytest.raises(LabelError, match=r"label row 1 holds inf"):
+        validate_label_tensor(infinite)
+    with pytest.raises(LabelError, match=r"must be \(B, 24\), got \(2, 23\)"):
+        validate_label_tensor(good[:, :23])
+    many = torch.ones(1, 24)
+    with pytest.raises(LabelError, match=f"has 24 objects, more than the {MAX_OBJECTS} an image holds"):
+        validate_label_tensor(many)
+    validate_label_tensor(many, max_objects=None)
+    validate_label_tensor(many, max_objects=Vocabulary(OBJECT_NAMES, max_objects=None).max_objects)
 
 
 def test_encode_rejects_vectors() -> None:

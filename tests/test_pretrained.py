@@ -82,7 +82,7 @@ def test_export_splits_into_shards_of_at_most_max_bytes(model_folder: Path, tmp_
     for key, value in split.state_dict().items():
         assert torch.equal(value, single.state_dict()[key])
     # Exporting again with bigger shards replaces the old set instead of mixing with it.
-    export_bundle(model_folder, out)
+    export_bundle(model_folder, out, overwrite=True)
     assert [p.name for p in out.glob("model_ema-*.safetensors")] == ["model_ema-00001-of-00001.safetensors"]
 
 
@@ -123,6 +123,68 @@ def test_export_keeps_a_hand_written_card_and_refuses_float16_overflow(sampler: 
         next(sampler.model.parameters())[0] = 1e6
     with pytest.raises(ValueError, match="float16 range"):
         export_bundle(sampler, tmp_path / "overflow")
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_export_refuses_a_non_empty_folder_and_overwrite_replaces_it_whole(
+    sampler: DDPMSampler, model_folder: Path, tmp_path: Path
+) -> None:
+    out = export_bundle(model_folder, tmp_path / "bundle", max_shard_bytes=40_000)
+    (out / "notes.txt").write_text("mine")
+    before = _snapshot(out)
+    with pytest.raises(FileExistsError, match=f"{out} is not empty .*overwrite=True"):
+        export_bundle(sampler, out)
+    assert _snapshot(out) == before  # nothing deleted, nothing added
+    export_bundle(sampler, out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md", "config.json", "model-00001-of-00001.safetensors", "sampler_config.json", "scheduler_config.json",
+    ]  # fmt: skip
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left beside it
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        export_bundle(sampler, tmp_path / "file", overwrite=True)
+    with pytest.raises(ValueError, match="not onto itself or a folder holding it"):
+        export_bundle(model_folder, model_folder.parent, overwrite=True)  # would delete the source run
+    assert (model_folder / "config.json").is_file()
+
+
+def test_an_interrupted_overwrite_leaves_the_old_bundle_whole(
+    model_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = export_bundle(model_folder, tmp_path / "bundle", max_shard_bytes=40_000)
+    (out / "README.md").write_text("# my card\n")  # hand-written: kept by an overwrite
+    before = _snapshot(out)
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("killed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pretrained, "write_model_card", crash)  # the last step of the export
+        with pytest.raises(RuntimeError, match="killed"):
+            export_bundle(model_folder, out, overwrite=True)
+    assert _snapshot(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "run"]
+    export_bundle(model_folder, out, overwrite=True)  # larger shards: one file, none of the old ones
+    assert sorted(p.name for p in out.glob("*.safetensors")) == ["model_ema-00001-of-00001.safetensors"]
+    assert (out / "README.md").read_text() == "# my card\n"
+
+
+def test_a_misspelt_model_name_gets_a_suggestion(
+    bundle_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    unknown = "is neither a model folder nor a bundled model"
+    with pytest.raises(FileNotFoundError, match=f"'clevr-ddpm-smal' {unknown} \\(did you mean '{DEFAULT_MODEL}'\\?\\)"):
+        DDPMSampler.from_pretrained("clevr-ddpm-smal")
+    with pytest.raises(FileNotFoundError, match=f"'elsewhere' {unknown}; bundled models"):
+        ConditionalUNet.from_pretrained("elsewhere")  # nothing close: no suggestion
+    for command in (["sample", "--labels", "red cube"], ["evaluate", "--conditions", "test"], ["demo"]):
+        assert main([*command, "--model", "clevr-ddpm-smal"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"did you mean '{DEFAULT_MODEL}'?" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["resources", "run"]  # no output folder made for it
 
 
 def test_registry_lists_only_bundled_folders_and_unknown_names_list_them(bundle_root: Path) -> None:
@@ -168,10 +230,24 @@ def test_cli_export_model(model_folder: Path, tmp_path: Path, capsys: pytest.Cap
     saved = json.loads((out / "sampler_config.json").read_text())["sampling"]
     assert (saved["preset"], saved["method"], saved["num_inference_steps"], saved["guidance_scale"]) == ("unipc-10", "unipc", None, 2.0)
     assert saved["output_size"] == 32
-    assert main(["export-model", str(tmp_path / "missing"), str(out)]) == 2
+    assert main(["export-model", str(tmp_path / "missing"), str(tmp_path / "new")]) == 2
 
 
-@pytest.mark.filterwarnings("ignore:the evaluator expects 64 x 64 images")
+def test_cli_export_model_refuses_a_model_in_dest_unless_overwrite(
+    model_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bundle"
+    assert main(["export-model", str(model_folder), str(out), "--max-shard-mib", "0.05"]) == 0
+    before = _snapshot(out)
+    capsys.readouterr()
+    assert main(["export-model", str(model_folder), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(out) in err and "--overwrite" in err and "Traceback" not in err
+    assert _snapshot(out) == before  # the weights already there are kept
+    assert main(["export-model", str(model_folder), str(out), "--overwrite"]) == 0
+    assert [p.name for p in out.glob("*.safetensors")] == ["model_ema-00001-of-00001.safetensors"]
+
+
 def test_cli_sample_and_evaluate_default_to_the_bundled_model(bundle_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["sample", "--labels", "red cube", "--labels", "cyan sphere", "--preset", "unipc-10", "--out", "g.png"]) == 0
@@ -183,6 +259,7 @@ def test_cli_sample_and_evaluate_default_to_the_bundled_model(bundle_root: Path,
     assert not (bundle_root / DEFAULT_MODEL / "evaluation").exists()
 
 
+@pytest.mark.slow
 def test_demo_draws_and_scores_both_files_with_the_bundled_model(bundle_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--output-dir", str(tmp_path / "demo")]) == 0
     text = capsys.readouterr().out

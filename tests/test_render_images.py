@@ -73,6 +73,7 @@ def test_object_ids_match_geometry(frame: str) -> None:
         assert torch.equal(out.object_ids[i], object_id_map(scene, 32, 24, frame=frame))
 
 
+@pytest.mark.slow
 def test_shadow_behind_object_away_from_key_light() -> None:
     # A clear synthetic case: the key lamp moved to the camera's left, so the shadow of a sphere
     # falls sideways in the image (not hidden behind the sphere). The floor point 0.55 m from the

@@ -185,6 +185,7 @@ def test_visible_pixel_counts_cover_every_object_pixel() -> None:
     assert sum(visible_pixel_counts(scene)) == int((ids >= 0).sum())
 
 
+@pytest.mark.slow
 def test_sample_scenes_in_worker_processes_gives_the_same_scenes() -> None:
     assert sample_scenes(4, seed=3, workers=2) == sample_scenes(4, seed=3)
     with pytest.raises(ValueError, match="workers"):

@@ -140,6 +140,19 @@ def test_load_scenes_names_the_bad_entry(tmp_path: Path) -> None:
         load_scenes(path)
 
 
+def test_load_scenes_names_a_corrupt_file_and_the_position(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    text = json.dumps([_entry()], indent=2)
+    path.write_text(text[: len(text) // 2])  # cut off, as by an interrupted copy
+    with pytest.raises(SceneError, match=r"s\.json is not valid JSON \(.* at line \d+, column \d+\); .*save_scenes"):
+        load_scenes(path)
+    path.write_bytes(b"[\xff]")
+    with pytest.raises(SceneError, match=r"s\.json is not UTF-8 text"):
+        load_scenes(path)
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        load_scenes(tmp_path / "missing.json")
+
+
 def test_direct_construction_is_validated() -> None:
     with pytest.raises(SceneError, match="unknown shape"):
         SceneObject("pyramid", "red", "large", "rubber", (0.0, 0.0), 0.7)

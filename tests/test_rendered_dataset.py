@@ -147,6 +147,7 @@ def test_scenes_are_drawn_in_workers_by_default_when_there_are_many(monkeypatch:
     assert workers == [1, 7]
 
 
+@pytest.mark.slow
 def test_scenes_drawn_up_front_in_workers_are_the_lazy_ones(dataset: RenderedClevrDataset) -> None:
     eager = RenderedClevrDataset(**TINY)
     eager.draw_scenes(workers=2)

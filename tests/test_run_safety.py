@@ -42,6 +42,7 @@ def steps_logged(run: DDPMTrainer) -> list[int]:
     return [row["step"] for row in run.metrics()]
 
 
+@pytest.mark.slow
 def test_starting_afresh_over_a_run_is_refused_unless_told_to_overwrite(tmp_path: Path) -> None:
     trainer(tmp_path, 6).train()
     before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
@@ -77,6 +78,7 @@ def poison_after(step: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(DDPMTrainer, "_train_step", step_then_poison)
 
 
+@pytest.mark.slow
 def test_divergence_never_saves_nan_and_names_the_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     poison_after(5, monkeypatch)
     with pytest.raises(DivergenceError, match="step_00000004.*lower learning rate") as raised:

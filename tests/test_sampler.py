@@ -6,6 +6,7 @@ import copy
 import json
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -455,3 +456,93 @@ def test_sampling_config_round_trips_the_new_fields_and_reads_old_files(sampler:
     assert (legacy.preset, legacy.guidance_rescale, legacy.guidance_mode) == (None, 0.0, "joint")
     # And settings at their defaults are left out, so older versions read new files.
     assert legacy.to_dict() == old
+
+
+# ------------------------------------------------------------------------------ input checking
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_guidance_is_rejected(sampler: DDPMSampler, value: float) -> None:
+    kwargs = dict(method="ddim", num_inference_steps=1, seed=0, progress=False)
+    with pytest.raises(ValueError, match=f"guidance_scale must be >= 0 and finite, got {value}"):
+        sampler.sample(LABELS, guidance_scale=value, **kwargs)
+    with pytest.raises(ValueError, match=f"guidance_rescale must be in \\[0, 1\\], got {value}"):
+        sampler.sample(LABELS, guidance_scale=2.0, guidance_rescale=value, **kwargs)
+    with pytest.raises(ValueError, match="guidance_scale must be >= 0 and finite"):
+        SamplingConfig(guidance_scale=value)
+    with pytest.raises(ValueError, match="guidance_scale must be >= 0 and finite"):
+        plan_guidance(sampler.vocabulary.encode_batch(LABELS), value)
+
+
+def _bad_rows() -> list[tuple[torch.Tensor, str]]:
+    good = torch.zeros(3, 24)
+    good[:, 0] = 1
+    cases = []
+    for value, problem in [(float("nan"), "holds NaN"), (0.5, "holds 0.5"), (2.0, "holds 2.0"), (-1.0, "holds -1.0")]:
+        labels = good.clone()
+        labels[1, 5] = value
+        cases.append((labels, problem))
+    labels = good.clone()
+    labels[1, :4] = 1
+    cases.append((labels, "has 4 objects, more than the 3 an image holds"))
+    return cases
+
+
+@pytest.mark.parametrize(("labels", "problem"), _bad_rows())
+def test_label_tensors_that_are_not_multi_hot_are_rejected(
+    sampler: DDPMSampler, labels: torch.Tensor, problem: str
+) -> None:
+    message = f"label row 1 {re.escape(problem)}.*; each row must be 0/1 .*encode label lists with .*encode_batch"
+    with pytest.raises(ValueError, match=message):
+        sampler.sample(labels, method="ddim", num_inference_steps=1, seed=0, progress=False)
+
+
+def test_guidance_plans_reject_non_binary_labels() -> None:
+    labels = torch.zeros(2, 24)
+    labels[0, 3] = float("nan")
+    for mode in ("joint", "composable"):
+        with pytest.raises(ValueError, match="label row 0 holds NaN"):
+            plan_guidance(labels, 2.0, mode)
+
+
+def test_all_zero_rows_draw_unconditional_images(sampler: DDPMSampler) -> None:
+    """The all-zero vector is the documented "no label" input: sample() keeps accepting it."""
+    kwargs = dict(method="ddim", num_inference_steps=2, guidance_scale=3.0, seed=0, progress=False)
+    labels = sampler.vocabulary.encode_batch([["red cube"], ["blue sphere"]])
+    labels[0] = 0
+    out = sampler.sample(labels, **kwargs)
+    assert out.labels == [[], ["blue sphere"]]
+    assert torch.isfinite(out.images).all()
+    # Guidance leaves an unconditional row alone: uncond + w * (uncond - uncond).
+    unguided = sampler.sample(torch.zeros(2, 24), **{**kwargs, "guidance_scale": 1.0})
+    torch.testing.assert_close(out.images[0], unguided.images[0], atol=1e-5, rtol=1e-5)
+
+
+def test_flat_name_lists_and_empty_requests_fail_clearly(sampler: DDPMSampler) -> None:
+    suggestion = re.escape(
+        "[['red cube', 'blue cube']] for one image holding these objects, or [['red cube'], ['blue cube']]"
+    )
+    with pytest.raises(ValueError, match=f"flat list of names.*{suggestion} for one image each"):
+        sampler.sample(["red cube", "blue cube"], progress=False)  # type: ignore[list-item]
+    for empty in ([], torch.zeros(0, 24)):
+        with pytest.raises(ValueError, match="no label sets given"):
+            sampler.sample(empty, progress=False)
+
+
+def test_numpy_integer_seeds_work_and_other_seeds_are_rejected(sampler: DDPMSampler) -> None:
+    kwargs = dict(method="ddim", num_inference_steps=2, progress=False)
+    expected = sampler.sample(LABELS, seed=3, **kwargs).images
+    for seed in (np.int64(3), np.uint32(3), np.int8(3)):
+        assert torch.equal(sampler.sample(LABELS, seed=seed, **kwargs).images, expected)
+    for bad in (True, 3.0, np.float64(3), "3"):
+        with pytest.raises(ValueError, match=f"seed must be an integer, got {type(bad).__name__}"):
+            sampler.sample(LABELS, seed=bad, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="outside the 64-bit range"):
+        sampler.sample(LABELS, seed=2**64, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["scheduler_config.json", "sampler_config.json", "config.json"])
+def test_corrupt_folder_json_names_the_file_and_position(sampler: DDPMSampler, tmp_path: Path, name: str) -> None:
+    sampler.save_pretrained(tmp_path)
+    text = (tmp_path / name).read_text()
+    (tmp_path / name).write_text(text[: len(text) // 2])  # cut off, as by an interrupted copy
+    with pytest.raises(ValueError, match=rf"{re.escape(name)} is not valid JSON \(.* at line \d+, column \d+\); "):
+        DDPMSampler.from_pretrained(tmp_path)

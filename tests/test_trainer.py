@@ -47,6 +47,7 @@ def reference_run(tmp_path_factory: pytest.TempPathFactory) -> DDPMTrainer:
     return trainer
 
 
+@pytest.mark.slow
 def test_loss_goes_down_and_outputs_are_written(reference_run: DDPMTrainer) -> None:
     curve = losses(reference_run)
     assert len(curve) == 30
@@ -67,6 +68,7 @@ def test_finished_model_loads_and_samples(reference_run: DDPMTrainer) -> None:
     assert out.images.shape == (2, 3, 16, 16)
 
 
+@pytest.mark.slow
 def test_resume_matches_an_uninterrupted_run(reference_run: DDPMTrainer, tmp_path: Path) -> None:
     build(str(tmp_path), 17).train()  # stops between two checkpoints' steps
     resumed = build(str(tmp_path), 30)
@@ -76,6 +78,7 @@ def test_resume_matches_an_uninterrupted_run(reference_run: DDPMTrainer, tmp_pat
     assert same_weights(resumed.ema.state_dict(), reference_run.ema.state_dict())
 
 
+@pytest.mark.slow
 def test_time_limit_stops_early_and_resumes_exactly(reference_run: DDPMTrainer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from clevr_diffusion.training import trainer as trainer_module
 
@@ -96,6 +99,7 @@ def test_time_limit_stops_early_and_resumes_exactly(reference_run: DDPMTrainer, 
     assert same_weights(resumed.ema.state_dict(), reference_run.ema.state_dict())
 
 
+@pytest.mark.slow
 def test_kill_9_loses_nothing(reference_run: DDPMTrainer, tmp_path: Path) -> None:
     process = subprocess.Popen([sys.executable, str(WORKER), str(tmp_path), "30", "0.004"])
     try:
@@ -308,6 +312,7 @@ def test_cpu_defaults_leave_speed_options_off(tiny_unet, colour_dataset, tmp_pat
     assert not trainer._make_optimizer().param_groups[0]["fused"]
 
 
+@pytest.mark.slow
 def test_fused_adamw_resumes_exactly_and_either_way(colour_dataset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     def run(out: Path, steps: int, fused: bool | None) -> DDPMTrainer:
         torch.manual_seed(0)
@@ -333,6 +338,7 @@ def test_fused_adamw_resumes_exactly_and_either_way(colour_dataset, tmp_path: Pa
     assert len(losses(switched)) == 4 and all(math.isfinite(x) for x in losses(switched))
 
 
+@pytest.mark.slow
 def test_channels_last_training(colour_dataset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     def run(out: Path, channels_last: bool) -> tuple[DDPMTrainer, list[bool]]:
         torch.manual_seed(0)
@@ -355,6 +361,7 @@ def test_channels_last_training(colour_dataset, tmp_path: Path) -> None:  # type
     loads_strictly(nhwc.model_dir / "model_ema.safetensors")
 
 
+@pytest.mark.slow
 def test_compiled_run_saves_plain_keys_and_resumes(colour_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     # Dynamo's "eager" backend traces and wraps the model exactly as inductor does (the
     # `_orig_mod` wrapper whose keys must not leak) but skips C++ code generation, which takes

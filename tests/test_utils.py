@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +74,29 @@ def test_config_file_knows_its_class(tmp_path: Path) -> None:
         Nested.load(path)
     with pytest.raises(FileNotFoundError):
         TrainerConfig.load(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ('{\n  "max_steps": 7,\n  "seed": }', r"is not valid JSON \(Expecting value at line 3, column 11\); .*again"),
+        ('{"max_steps": 7', r"is not valid JSON \(.* at line 1, column \d+\)"),
+        ("[1, 2]", r"must hold a JSON object \{\.\.\.\}, got an array"),
+        ("null", r"must hold a JSON object \{\.\.\.\}, got null"),
+    ],
+)
+def test_corrupt_config_file_names_the_file_position_and_fix(tmp_path: Path, text: str, match: str) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(str(path)) + " " + match):
+        TrainerConfig.load(path)
+
+
+def test_config_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_bytes(b'{"max_steps": "\xff"}')
+    with pytest.raises(ValueError, match=r"config\.json is not UTF-8 text \(invalid start byte at byte 15\)"):
+        TrainerConfig.load(path)
 
 
 def test_trainer_config_validation_and_schedule() -> None:

@@ -7,25 +7,69 @@ the noise process and the samplers, ``training`` the training loop, ``data`` the
 package (``DDPMSampler.from_pretrained()`` loads the default one offline).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from .data import ClevrDataset, DatasetError, RenderedClevrDataset, make_toy_dataset
-from .evaluation import AccuracyResult, ClevrEvaluator, label_accuracy
-from .diffusion import DDPMSampler, NoiseConfig, NoiseProcess, SampleOutput, SamplingConfig
-from .labels import (
-    COLORS,
-    OBJECT_NAMES,
-    SHAPES,
-    LabelError,
-    Vocabulary,
-    decode_labels,
-    encode_batch,
-    encode_labels,
-    load_conditions,
-)
-from .models import CheckpointMismatchError, ConditionalUNet, UNetConfig
-from .pretrained import DEFAULT_MODEL, PRETRAINED_MODELS, bundled_model_dir, export_bundle
-from .training import DDPMTrainer, DivergenceError, RunFolderError, TrainerConfig
+from typing import TYPE_CHECKING
+
+from ._lazy import install_lazy_exports
+
+_EXPORTS: dict[str, str] = {
+    "ClevrDataset": ".data",
+    "DatasetError": ".data",
+    "RenderedClevrDataset": ".data",
+    "make_toy_dataset": ".data",
+    "AccuracyResult": ".evaluation",
+    "ClevrEvaluator": ".evaluation",
+    "label_accuracy": ".evaluation",
+    "DDPMSampler": ".diffusion",
+    "NoiseConfig": ".diffusion",
+    "NoiseProcess": ".diffusion",
+    "SampleOutput": ".diffusion",
+    "SamplingConfig": ".diffusion",
+    "COLORS": ".labels",
+    "OBJECT_NAMES": ".labels",
+    "SHAPES": ".labels",
+    "LabelError": ".labels",
+    "Vocabulary": ".labels",
+    "decode_labels": ".labels",
+    "encode_batch": ".labels",
+    "encode_labels": ".labels",
+    "load_conditions": ".labels",
+    "CheckpointMismatchError": ".models",
+    "ConditionalUNet": ".models",
+    "UNetConfig": ".models",
+    "DEFAULT_MODEL": ".constants",
+    "PRETRAINED_MODELS": ".pretrained",
+    "bundled_model_dir": ".pretrained",
+    "export_bundle": ".pretrained",
+    "DDPMTrainer": ".training",
+    "DivergenceError": ".training",
+    "RunFolderError": ".training",
+    "TrainerConfig": ".training",
+}
+"""Where each public name lives; its module is imported on first access (PEP 562)."""
+
+if TYPE_CHECKING:  # what type checkers and the API docs see
+    from .data import ClevrDataset, DatasetError, RenderedClevrDataset, make_toy_dataset
+    from .evaluation import AccuracyResult, ClevrEvaluator, label_accuracy
+    from .diffusion import DDPMSampler, NoiseConfig, NoiseProcess, SampleOutput, SamplingConfig
+    from .labels import (
+        COLORS,
+        OBJECT_NAMES,
+        SHAPES,
+        LabelError,
+        Vocabulary,
+        decode_labels,
+        encode_batch,
+        encode_labels,
+        load_conditions,
+    )
+    from .models import CheckpointMismatchError, ConditionalUNet, UNetConfig
+    from .constants import DEFAULT_MODEL
+    from .pretrained import PRETRAINED_MODELS, bundled_model_dir, export_bundle
+    from .training import DDPMTrainer, DivergenceError, RunFolderError, TrainerConfig
+else:  # at run time a name's module is imported on its first use
+    install_lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "AccuracyResult",

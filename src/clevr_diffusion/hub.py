@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "MODEL_CARD_NAME",
+    "HubUnreachableError",
     "ModelSource",
     "PushToHubMixin",
     "check_repo_id",
@@ -37,6 +39,37 @@ REPORT_NAME = "report.json"
 TRAINER_CONFIG_NAME = "trainer_config.json"
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+$")
+
+
+class HubUnreachableError(ConnectionError):
+    """The Hugging Face Hub (``HF_ENDPOINT``) could not be reached: no network, a wrong endpoint, a timeout."""
+
+    @classmethod
+    def from_error(cls, error: BaseException) -> HubUnreachableError:
+        """The error for a failed connection, naming the endpoint, the reason and what to check."""
+        from huggingface_hub import constants
+
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        return cls(
+            f"the Hugging Face Hub at {constants.ENDPOINT} could not be reached ({reason}); check the network "
+            "connection, or HF_ENDPOINT (the server) and HF_TOKEN (the account)"
+        )
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    """The exception types of a failed connection to the Hub, whichever HTTP client huggingface_hub uses.
+
+    Only clients already imported can have raised anything, so none is imported here. HTTP
+    status errors (a refused token, a missing repo) are not among them: the server answered.
+    """
+    errors: list[type[BaseException]] = [ConnectionError, TimeoutError]  # incl. OfflineModeIsEnabled
+    for client in ("httpx2", "httpx"):
+        if client in sys.modules:
+            errors.append(sys.modules[client].TransportError)  # connect, read, timeout, proxy, protocol
+    if "requests" in sys.modules:  # huggingface_hub before 1.0
+        exceptions = sys.modules["requests"].exceptions
+        errors += [exceptions.ConnectionError, exceptions.Timeout]
+    return tuple(errors)
 
 
 def is_repo_id(name: str | os.PathLike[str]) -> bool:
@@ -125,6 +158,7 @@ def resolve_model_folder(
         FileNotFoundError: If the repo does not exist (or is private and no token was given),
             or it is not cached and the Hub cannot be reached.
         ValueError: If the repo has no such revision.
+        HubUnreachableError: If the connection fails during the download.
     """
     if not is_repo_id(name_or_path):
         return ModelSource(Path(name_or_path))
@@ -165,6 +199,8 @@ def resolve_model_folder(
             "the local cache and cannot be downloaded now (offline: HF_HUB_OFFLINE=1, local_files_only=True, or "
             "no connection); download it once while online, or pass the path of a local model folder"
         ) from error
+    except _connection_errors() as error:
+        raise HubUnreachableError.from_error(error) from error
     return ModelSource(Path(folder), repo_id, revision)
 
 
@@ -200,6 +236,7 @@ def push_folder(
 
     Raises:
         FileNotFoundError: If ``folder`` is not a model folder.
+        HubUnreachableError: If the Hub cannot be reached.
     """
     from huggingface_hub import CommitOperationAdd, HfApi
 
@@ -217,17 +254,20 @@ def push_folder(
     operations.append(CommitOperationAdd(path_in_repo=MODEL_CARD_NAME, path_or_fileobj=card_text.encode("utf-8")))
 
     api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    if revision not in (None, "main"):
-        api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
-    info = api.create_commit(
-        repo_id,
-        operations,
-        commit_message=commit_message or "Upload clevr-diffusion model",
-        revision=revision,
-        create_pr=create_pr,
-        repo_type="model",
-    )
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        if revision not in (None, "main"):
+            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
+        info = api.create_commit(
+            repo_id,
+            operations,
+            commit_message=commit_message or "Upload clevr-diffusion model",
+            revision=revision,
+            create_pr=create_pr,
+            repo_type="model",
+        )
+    except _connection_errors() as error:
+        raise HubUnreachableError.from_error(error) from error
     return str(info.pr_url or info.commit_url)
 
 

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .constants import CONDITION_SETS
+
 __all__ = [
     "COLORS",
     "CONDITION_SETS",
@@ -41,6 +43,7 @@ __all__ = [
     "encode_batch",
     "encode_labels",
     "load_conditions",
+    "validate_label_tensor",
 ]
 
 COLORS: tuple[str, ...] = ("gray", "red", "blue", "green", "brown", "purple", "cyan", "yellow")
@@ -53,7 +56,6 @@ NUM_OBJECTS = len(OBJECT_NAMES)
 """Length of a label vector (24)."""
 MAX_OBJECTS = 3
 """Most objects in one i-CLEVR image."""
-CONDITION_SETS: tuple[str, ...] = ("test", "new_test")
 
 # Common colour/shape words that are not in CLEVR, mapped to the CLEVR words a user most
 # likely meant. Used only to suggest names in error messages, never to accept input.
@@ -270,6 +272,13 @@ class Vocabulary:
                 f"['blue sphere', 'gray cylinder']], got {type(batch).__name__} {batch!r}"
             )
         rows = list(batch)
+        if rows and all(isinstance(row, str) for row in rows):
+            # A flat list of names would otherwise be read one character at a time ("unknown object 'r'").
+            one_image = f"{[rows]!r} for one image holding these objects, or " if self._fits(len(rows)) else ""
+            raise LabelError(
+                f"expected a list of label lists, got a flat list of names {rows!r}; pass "
+                f"{one_image}{[[row] for row in rows]!r} for one image each"
+            )
         out = torch.zeros(len(rows), len(self), dtype=torch.float32)
         for b, names in enumerate(rows):
             try:
@@ -319,6 +328,10 @@ class Vocabulary:
         return [[self._names[i] for i in row.nonzero().flatten().tolist()] for row in present]
 
     # -- validation ---------------------------------------------------------------------
+
+    def _fits(self, count: int) -> bool:
+        """Whether one image may hold ``count`` objects."""
+        return self._max_objects is None or count <= self._max_objects
 
     def _indices(self, names: Sequence[str]) -> list[int]:
         """Validate one image's name list and return its label-vector indices."""
@@ -443,6 +456,62 @@ def _resource_text(filename: str) -> str:
 def _default_vocabulary() -> Vocabulary:
     mapping = json.loads(_resource_text("objects.json"))
     return Vocabulary._from_mapping(mapping, "bundled objects.json", MAX_OBJECTS)
+
+
+def validate_label_tensor(
+    labels: torch.Tensor,
+    num_labels: int | None = NUM_OBJECTS,
+    max_objects: int | None = MAX_OBJECTS,
+    *,
+    allow_unconditional: bool = False,
+) -> None:
+    """Check that ``labels`` is a (B, N) multi-hot tensor, as `encode_batch` makes.
+
+    Every entry must be 0 or 1 (NaN is neither) and each row must hold 1 to ``max_objects``
+    ones. The check is one pass over the whole tensor with one host sync; only a failing
+    tensor is searched for the row to name.
+
+    Args:
+        labels: The label tensor.
+        num_labels: N, the required row length (``None``: any).
+        max_objects: Most ones per row (``None``: no limit); `Vocabulary.max_objects`.
+        allow_unconditional: Also accept all-zero rows, the "no label" input of
+            classifier-free guidance (an unconditional image).
+
+    Raises:
+        LabelError: Naming the shape, or the first bad row and what is wrong with it.
+    """
+    width = "N" if num_labels is None else num_labels
+    if labels.ndim != 2 or (num_labels is not None and labels.shape[1] != num_labels):
+        raise LabelError(f"label tensor must be (B, {width}), got {tuple(labels.shape)}")
+    if labels.dtype.is_complex:
+        raise LabelError(f"label tensor must be real 0/1 values, got dtype {labels.dtype}")
+    binary = (labels == 0) | (labels == 1)
+    counts = (labels != 0).sum(dim=1)
+    low = 0 if allow_unconditional else 1
+    bad_rows = ~binary.all(dim=1) | (counts < low)
+    if max_objects is not None:
+        bad_rows |= counts > max_objects
+    if not bool(bad_rows.any()):
+        return
+    row = int(bad_rows.nonzero()[0, 0])
+    values = labels[row]
+    if bool(values.isnan().any()):
+        problem = "holds NaN"
+    elif not bool(binary[row].all()):
+        odd = values[~binary[row]][0].item()
+        problem = f"holds {odd!r} (entries must be 0 or 1)"
+    elif int(counts[row]) == 0:
+        problem = "is all zeros (no object)"
+    else:
+        problem = f"has {int(counts[row])} objects, more than the {max_objects} an image holds"
+    ones = "at least one 1" if max_objects is None else f"1 to {max_objects} ones"
+    if allow_unconditional:
+        ones += " (or all zeros, an unconditional image)"
+    raise LabelError(
+        f"label row {row} {problem}; each row must be 0/1 with {ones}: encode label lists "
+        "with clevr_diffusion.encode_batch"
+    )
 
 
 def encode_labels(names: Sequence[str]) -> torch.Tensor:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..data.toy import make_toy_dataset
-from .options import parse_int_tuple
+from .options import check_output_dir, parse_int_tuple, positive_int
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -22,19 +21,22 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("out_dir", type=Path, help="folder to write")
-    parser.add_argument("--scenes", type=int, default=2000, help="number of scenes (default: 2000)")
+    parser.add_argument("--scenes", type=positive_int, default=2000, help="number of scenes (default: 2000)")
     parser.add_argument(
         "--size", type=parse_int_tuple, default=(128, 96), help="image WIDTH,HEIGHT in pixels (default: 128,96)"
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--max-objects", type=int, default=3, help="objects per scene, at most (default: 3)")
+    parser.add_argument("--max-objects", type=positive_int, default=3, help="objects per scene, at most (default: 3)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
-    if len(args.size) != 2:
-        raise ValueError(f"--size takes WIDTH,HEIGHT, got {args.size}")
+    from ..data.toy import make_toy_dataset
+
+    if len(args.size) != 2 or min(args.size) < 1:
+        raise ValueError(f"--size takes WIDTH,HEIGHT, two positive integers, got {args.size}")
+    check_output_dir(args.out_dir, "OUT_DIR")
     root = make_toy_dataset(args.out_dir, num_scenes=args.scenes, width=args.size[0], height=args.size[1], seed=args.seed, max_objects=args.max_objects)
     print(f"data set: {root}")
     return 0

@@ -9,25 +9,18 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-import warnings
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
 
-from ..data.dataset import ClevrDataset
-from ..diffusion.noise import NoiseConfig
-from ..diffusion.sampler import DDPMSampler
-from ..diffusion.schedulers import SAMPLING_PRESETS
-from ..evaluation.evaluate import _as_saved
-from ..evaluation.evaluator import ClevrEvaluator
-from ..evaluation.metrics import AccuracyResult
-from ..labels import CONDITION_SETS, encode_batch, load_conditions
-from ..models.unet import ConditionalUNet
-from ..pretrained import DEFAULT_MODEL, bundled_model_name
-from ..render.dataset_writer import make_dataset
-from ..training.config import TrainerConfig
-from ..training.trainer import DDPMTrainer
-from .options import add_model_option
+from ..constants import CONDITION_SETS, DEFAULT_MODEL, SAMPLING_PRESETS
+from .options import add_device_option, add_model_option, check_output_dir, positive_int
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..evaluation.evaluator import ClevrEvaluator
+    from ..evaluation.metrics import AccuracyResult
 
 logger = logging.getLogger(__name__)
 
@@ -71,21 +64,27 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help=f"classifier-free guidance scale (default: the model's saved one; {TRAIN_GUIDANCE:g} with --train)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    add_device_option(parser, "where to sample, score and train")
     training = parser.add_argument_group("training (with --train)")
     training.add_argument(
         "--train", action="store_true", help="make a data set and train a small model for a few minutes first"
     )
-    training.add_argument("--steps", type=int, default=800, help="training steps (default: 800, about 4 minutes on 2 cores)")
-    training.add_argument("--scenes", type=int, default=600, help="scenes to render (3 nested frames each; default: 600)")
-    training.add_argument("--image-size", type=int, default=32, help="training image side (default: 32)")
+    training.add_argument(
+        "--steps", type=positive_int, default=800, help="training steps (default: 800, about 4 minutes on 2 cores)"
+    )
+    training.add_argument(
+        "--scenes", type=positive_int, default=600, help="scenes to render (3 nested frames each; default: 600)"
+    )
+    training.add_argument("--image-size", type=positive_int, default=32, help="training image side (default: 32)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
+    if args.train and args.model is not None:
+        raise ValueError("--model and --train exclude each other: --train trains its own model")
+    check_output_dir(args.output_dir, "--output-dir")
     if args.train:
-        if args.model is not None:
-            raise ValueError("--model and --train exclude each other: --train trains its own model")
         return _train_and_sample(args)
     return _sample_pretrained(args)
 
@@ -93,19 +92,30 @@ def run(args: argparse.Namespace) -> int:
 def _score(evaluator: ClevrEvaluator, images: torch.Tensor, label_sets: list[list[str]]) -> AccuracyResult:
     """The evaluator's accuracy on ``images`` (B, 3, H, W) in [-1, 1], as their PNGs read back
     (8-bit), the way `clevr-diffusion evaluate` scores them."""
-    saved = _as_saved(images)
-    with warnings.catch_warnings():
-        # Smaller models draw 32 x 32 images; the evaluator resizes them to its 64 x 64.
-        warnings.filterwarnings("ignore", message="the evaluator expects 64 x 64 images")
-        return evaluator.accuracy(saved, encode_batch(label_sets))
+    from ..evaluation.evaluate import _as_saved
+    from ..labels import encode_batch
+
+    # Smaller models draw 32 x 32 images: the evaluator resizes them to its 64 x 64, no news in a demo.
+    evaluator_log = logging.getLogger("clevr_diffusion.evaluation.evaluator")
+    level = evaluator_log.level
+    evaluator_log.setLevel(logging.ERROR)
+    try:
+        return evaluator.accuracy(_as_saved(images), encode_batch(label_sets))
+    finally:
+        evaluator_log.setLevel(level)
 
 
 def _sample_pretrained(args: argparse.Namespace) -> int:
     """The default demo: draw and score both condition files with a pretrained model."""
+    from ..diffusion.sampler import DDPMSampler
+    from ..evaluation.evaluator import ClevrEvaluator
+    from ..labels import load_conditions
+    from ..pretrained import bundled_model_name
+
     started = time.perf_counter()
     out: Path = args.output_dir
-    sampler = DDPMSampler.from_pretrained(args.model)
-    evaluator = ClevrEvaluator()
+    sampler = DDPMSampler.from_pretrained(args.model, device=args.device)
+    evaluator = ClevrEvaluator(device=args.device)
     preset = args.preset or sampler.config.preset or DEMO_PRESET
     method, steps, guidance = sampler.resolve_settings(preset=preset, guidance_scale=args.guidance)
     size = sampler.config.output_size or sampler.config.image_size or sampler.model.config.sample_size
@@ -131,9 +141,22 @@ def _sample_pretrained(args: argparse.Namespace) -> int:
 
 def _train_and_sample(args: argparse.Namespace) -> int:
     """``--train``: make data, train a small model, draw the test.json grid."""
+    import torch
+
+    from ..data.dataset import ClevrDataset
+    from ..diffusion.noise import NoiseConfig
+    from ..diffusion.sampler import DDPMSampler
+    from ..labels import load_conditions
+    from ..models.unet import ConditionalUNet
+    from ..render.dataset_writer import make_dataset
+    from ..training.config import TrainerConfig
+    from ..training.trainer import DDPMTrainer
+
     started = time.perf_counter()
     out: Path = args.output_dir
-    data_dir = make_dataset(out / "data", num_scenes=args.scenes, width=64, height=64, seed=args.seed)
+    data_dir = make_dataset(
+        out / "data", num_scenes=args.scenes, width=64, height=64, seed=args.seed, device=args.device
+    )
     dataset = ClevrDataset(data_dir, image_size=args.image_size, preload=True)
     print(f"data: {len(dataset)} images in {data_dir}")
 
@@ -154,12 +177,13 @@ def _train_and_sample(args: argparse.Namespace) -> int:
         sample_every=-1,
         log_every=10,
         seed=args.seed,
+        cpu=torch.device(args.device).type == "cpu",
     )
     trainer = DDPMTrainer(model, dataset, NoiseConfig(), config)
     model_dir = trainer.train()
     trained = time.perf_counter()
 
-    sampler = DDPMSampler.from_pretrained(model_dir)
+    sampler = DDPMSampler.from_pretrained(model_dir, device=args.device)
     guidance = TRAIN_GUIDANCE if args.guidance is None else args.guidance
     output = sampler.sample(load_conditions("test"), preset=args.preset or "ddim-50", guidance_scale=guidance, seed=args.seed)
     grid = output.save_grid(out / "test_grid.png", nrow=8, upscale=2)

@@ -5,12 +5,20 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..evaluation.evaluate import default_device, evaluate, load_evaluator
-from ..evaluation.evaluator import ClevrEvaluator
-from ..labels import CONDITION_SETS
-from ..pretrained import bundled_model_name
-from .options import add_model_option, add_sampling_options, sampling_kwargs
+from ..constants import CONDITION_SETS
+from .options import (
+    add_device_option,
+    add_model_option,
+    add_sampling_options,
+    check_output_dir,
+    positive_int,
+    sampling_kwargs,
+)
+
+if TYPE_CHECKING:
+    from ..evaluation.evaluator import ClevrEvaluator
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -70,15 +78,20 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "label lists; repeat for more (default: test and new_test)",
     )
     parser.add_argument(
-        "--seeds", type=int, default=1, help="draws per file, seeds S, S+1, ...: reports mean and spread (default: 1)"
+        "--seeds",
+        type=positive_int,
+        default=1,
+        help="draws per file, seeds S, S+1, ...: reports mean and spread (default: 1)",
     )
-    parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda when available)")
+    add_device_option(parser, "where to sample and score")
     add_sampling_options(parser)
     parser.set_defaults(run=run)
 
 
 def _evaluator(args: argparse.Namespace, device: str) -> ClevrEvaluator:
     """The evaluator the options ask for; checks their combination."""
+    from ..evaluation.evaluate import load_evaluator
+
     kind = args.evaluator or ("official" if args.checkpoint is not None else "bundled")
     if kind == "official":
         if args.checkpoint is None:
@@ -99,12 +112,12 @@ def _evaluator(args: argparse.Namespace, device: str) -> ClevrEvaluator:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
+    from ..evaluation.evaluate import evaluate
+    from ..pretrained import bundled_model_name, resolve_model_name
+
     started = time.perf_counter()
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     model, bundled = args.model, bundled_model_name(args.model)
-    device = args.device or default_device()
-    evaluator = _evaluator(args, device)
+    resolve_model_name(model)  # a misspelt model name fails here, before any loading
     if args.out is not None:
         out = args.out
     elif bundled is not None:  # never into the installed package
@@ -113,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
         out = Path("evaluation") / model.replace("/", "--")
     else:
         out = model / "evaluation"
+    check_output_dir(out, "--out")
+    device = args.device  # resolved by `main`: cuda when available, else cpu
+    evaluator = _evaluator(args, device)
     result = evaluate(
         model,
         out,

@@ -6,9 +6,9 @@ import argparse
 import time
 from pathlib import Path
 
-from ..evaluation.evaluator import ClevrEvaluator
-from ..evaluation.training import EvaluatorTrainingConfig, heldout_accuracy, train_evaluator
+from ..evaluation.config import EvaluatorTrainingConfig
 from ..render.randomization import DomainRandomization
+from .options import add_device_option, check_output_dir, non_negative_int, positive_float, positive_int
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -30,27 +30,33 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     defaults = EvaluatorTrainingConfig()
     parser.add_argument("out_dir", type=Path, help="folder for the data, checkpoints and weights")
-    parser.add_argument("--images", type=int, default=defaults.num_images, help=f"training images to render (default: {defaults.num_images})")
-    parser.add_argument("--steps", type=int, default=defaults.max_steps, help=f"optimiser steps (default: {defaults.max_steps})")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"(default: {defaults.batch_size})")
+    parser.add_argument("--images", type=positive_int, default=defaults.num_images,
+                        help=f"training images to render (default: {defaults.num_images})")  # fmt: skip
+    parser.add_argument("--steps", type=positive_int, default=defaults.max_steps,
+                        help=f"optimiser steps (default: {defaults.max_steps})")  # fmt: skip
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
+                        help=f"(default: {defaults.batch_size})")  # fmt: skip
     parser.add_argument("--lr", type=float, default=defaults.learning_rate, help=f"peak learning rate (default: {defaults.learning_rate})")
     parser.add_argument("--clevr-fraction", type=float, default=defaults.clevr_fraction,
                         help=f"share of full-CLEVR scenes (default: {defaults.clevr_fraction})")  # fmt: skip
-    parser.add_argument("--max-objects", type=int, default=defaults.max_objects, help=f"(default: {defaults.max_objects})")
-    parser.add_argument("--supersample", type=int, default=defaults.supersample,
+    parser.add_argument("--max-objects", type=positive_int, default=defaults.max_objects,
+                        help=f"(default: {defaults.max_objects})")  # fmt: skip
+    parser.add_argument("--supersample", type=positive_int, default=defaults.supersample,
                         help=f"renderer samples per pixel, k x k (default: {defaults.supersample})")  # fmt: skip
-    parser.add_argument("--shaded-per-pixel", type=int, default=None,
+    parser.add_argument("--shaded-per-pixel", type=positive_int, default=None,
                         help="of those, samples shaded on diffuse surfaces (default: 1); k*k keeps small shadows sharper")  # fmt: skip
     parser.add_argument("--no-randomize", action="store_true", help="render without domain randomisation")
     parser.add_argument("--no-maxpool", action="store_true",
                         help="drop the ResNet's stem max pool: finer feature maps that see small objects better, ~3x the compute")  # fmt: skip
-    parser.add_argument("--heldout", type=int, default=960, help="fresh images to measure accuracy on (default: 960)")
-    parser.add_argument("--time-limit", type=float, default=None, help="stop after this many minutes (checkpointed)")
+    parser.add_argument("--heldout", type=non_negative_int, default=960,
+                        help="fresh images to measure accuracy on (default: 960)")  # fmt: skip
+    parser.add_argument("--time-limit", type=positive_float, default=None,
+                        help="stop after this many minutes (checkpointed)")  # fmt: skip
     parser.add_argument("--init", type=Path, default=None, help="start from these weights (fine-tuning) instead of random ones")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="where to render and train: cpu, cuda, ... (default: cpu)")
+    add_device_option(parser, "where to render and train")
     parser.add_argument("--mixed-precision", choices=("no", "bf16"), default="no", help="autocast precision (default: no)")
-    parser.add_argument("--workers", type=int, default=1, help="processes that draw the scenes (default: 1)")
+    parser.add_argument("--workers", type=positive_int, default=1, help="processes that draw the scenes (default: 1)")
     parser.add_argument(
         "--bundle", type=Path, default=None, metavar="DIR",
         help="also write the weights as float16 shards of at most 15 MiB into DIR (how the package ships them)",
@@ -60,8 +66,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
-    if args.images < args.batch_size or args.steps < 1:
-        raise ValueError("need --images >= --batch-size and --steps >= 1")
+    from ..evaluation.evaluator import ClevrEvaluator
+    from ..evaluation.training import heldout_accuracy, train_evaluator
+
+    if args.images < args.batch_size:
+        raise ValueError(f"need --images >= --batch-size, got {args.images} < {args.batch_size}")
+    check_output_dir(args.out_dir, "OUT_DIR")
+    check_output_dir(args.bundle, "--bundle")
     config = EvaluatorTrainingConfig(
         output_dir=str(args.out_dir), num_images=args.images, max_steps=args.steps, batch_size=args.batch_size,
         learning_rate=args.lr, clevr_fraction=args.clevr_fraction, max_objects=args.max_objects, seed=args.seed,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..hub import push_folder
+from ..hub import push_folder  # light: huggingface_hub is imported inside
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:

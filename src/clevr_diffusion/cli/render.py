@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tqdm.auto import tqdm
+from .options import add_device_option, check_output_dir, positive_int
 
-from ..render.dataset_writer import make_dataset
-from ..render.randomization import DomainRandomization
-from ..render.renderer import render
-from ..render.scene import Scene, load_scenes
-from ..utils.images import save_images
+if TYPE_CHECKING:
+    from ..render.scene import Scene
 
 
 RANDOMIZE_HELP = (
@@ -39,8 +37,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("scenes", type=Path, help="JSON list of scenes")
     parser.add_argument("out_dir", type=Path, help="folder for the PNGs")
-    parser.add_argument("--width", type=int, default=64, help="image width in pixels (default: 64)")
-    parser.add_argument("--height", type=int, default=64, help="image height in pixels (default: 64)")
+    parser.add_argument("--width", type=positive_int, default=64, help="image width in pixels (default: 64)")
+    parser.add_argument("--height", type=positive_int, default=64, help="image height in pixels (default: 64)")
     parser.add_argument(
         "--frame",
         choices=("square", "native"),
@@ -49,9 +47,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "squashed onto the grid, as i-CLEVR's 64 x 64 images are (default: native for 4:3 "
         "sizes, square otherwise)",
     )
-    parser.add_argument("--supersample", type=int, default=2, help="k x k samples per pixel (default: 2)")
+    parser.add_argument("--supersample", type=positive_int, default=2, help="k x k samples per pixel (default: 2)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the sampling (default: 0)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    add_device_option(parser, "where to render")
     parser.add_argument("--randomize", action="store_true", help=RANDOMIZE_HELP)
     parser.set_defaults(run=run)
 
@@ -66,6 +64,14 @@ def output_names(scenes: list[Scene]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
+    from tqdm.auto import tqdm
+
+    from ..render.randomization import DomainRandomization
+    from ..render.renderer import render
+    from ..render.scene import load_scenes
+    from ..utils.images import save_images
+
+    check_output_dir(args.out_dir, "OUT_DIR")
     scenes = load_scenes(args.scenes)
     frame = args.frame or ("native" if args.width * 3 == args.height * 4 else "square")
     names = output_names(scenes)
@@ -100,21 +106,29 @@ def _add_make_dataset(commands: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("out_dir", type=Path, help="folder to write")
-    parser.add_argument("--scenes", type=int, default=6003, help="number of scenes (default: 6003)")
-    parser.add_argument("--width", type=int, default=320, help="image width in pixels (default: 320)")
-    parser.add_argument("--height", type=int, default=240, help="image height in pixels (default: 240)")
+    parser.add_argument("--scenes", type=positive_int, default=6003, help="number of scenes (default: 6003)")
+    parser.add_argument("--width", type=positive_int, default=320, help="image width in pixels (default: 320)")
+    parser.add_argument("--height", type=positive_int, default=240, help="image height in pixels (default: 240)")
     parser.add_argument("--style", choices=("iclevr", "clevr"), default="iclevr", help="(default: iclevr)")
-    parser.add_argument("--min-objects", type=int, default=None, help="fewest objects per scene (default: per style)")
-    parser.add_argument("--max-objects", type=int, default=None, help="most objects per scene (default: per style)")
+    parser.add_argument(
+        "--min-objects", type=positive_int, default=None, help="fewest objects per scene (default: per style)"
+    )
+    parser.add_argument(
+        "--max-objects", type=positive_int, default=None, help="most objects per scene (default: per style)"
+    )
     parser.add_argument("--not-nested", action="store_true", help="one image per scene instead of one per object")
-    parser.add_argument("--supersample", type=int, default=2, help="k x k samples per pixel (default: 2)")
+    parser.add_argument("--supersample", type=positive_int, default=2, help="k x k samples per pixel (default: 2)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    add_device_option(parser, "where to render")
     parser.add_argument("--randomize", action="store_true", help=RANDOMIZE_HELP)
     parser.set_defaults(run=_run_make_dataset)
 
 
 def _run_make_dataset(args: argparse.Namespace) -> int:
+    from ..render.dataset_writer import make_dataset
+    from ..render.randomization import DomainRandomization
+
+    check_output_dir(args.out_dir, "OUT_DIR")
     count: tuple[int, int] | None = None
     if args.min_objects is not None or args.max_objects is not None:
         low = args.min_objects if args.min_objects is not None else 1

@@ -6,9 +6,16 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..diffusion.sampler import DDPMSampler
-from ..labels import CONDITION_SETS, load_conditions
-from .options import add_model_option, add_sampling_options, sampling_kwargs
+from ..constants import CONDITION_SETS
+from .options import (
+    add_device_option,
+    add_model_option,
+    add_sampling_options,
+    check_output_dir,
+    check_output_file,
+    positive_int,
+    sampling_kwargs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +54,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("samples.png"), help="grid PNG to write (default: samples.png)")
     parser.add_argument("--images-dir", type=Path, default=None, help="also save each image as DIR/0.png, 1.png, ...")
-    parser.add_argument("--nrow", type=int, default=8, help="images per grid row (default: 8)")
-    parser.add_argument("--upscale", type=int, default=1, help="enlarge grid tiles by this integer factor")
+    parser.add_argument("--nrow", type=positive_int, default=8, help="images per grid row (default: 8)")
+    parser.add_argument("--upscale", type=positive_int, default=1, help="enlarge grid tiles by this integer factor")
     parser.add_argument(
         "--trajectory", type=Path, default=None, help="also save the denoising frames of the first image as a PNG row"
     )
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    add_device_option(parser, "where to sample")
     parser.add_argument("--revision", default=None, help="branch, tag or commit of a Hub --model (default: main)")
     add_sampling_options(parser)
     parser.set_defaults(run=run)
@@ -60,6 +67,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
+    from ..diffusion.sampler import DDPMSampler
+    from ..labels import load_conditions
+
+    # Sampling can take minutes: find a bad output path before, not after.
+    check_output_file(args.out, "--out")
+    check_output_dir(args.images_dir, "--images-dir")
+    check_output_file(args.trajectory, "--trajectory")
     if args.labels:
         label_sets = [[name.strip() for name in item.split(",") if name.strip()] for item in args.labels]
     else:

@@ -7,15 +7,16 @@ import logging
 import os
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
 
-from ..data.dataset import ClevrDataset
-from ..data.rendered import RenderedClevrDataset
-from ..diffusion.noise import NoiseConfig
-from ..models.unet import ConditionalUNet
-from ..training.config import MIXED_PRECISIONS, TrainerConfig
-from ..training.trainer import DDPMTrainer
-from .options import parse_int_tuple
+from ..constants import MIXED_PRECISIONS
+from .options import check_output_dir, parse_int_tuple
+
+if TYPE_CHECKING:
+    from ..data.dataset import ClevrDataset
+    from ..data.rendered import RenderedClevrDataset
+    from ..diffusion.noise import NoiseConfig
+    from ..training.config import TrainerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "(i-CLEVR has 6003)",
     )
     parser.add_argument("--output-dir", type=Path, default=Path("runs/clevr-ddpm"), help="run folder")
-    parser.add_argument("--no-resume", action="store_true", help="start afresh even if the run folder has checkpoints")
+    parser.add_argument(
+        "--no-resume", action="store_true", help="start afresh; a run folder that holds a run is refused without --overwrite"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="start afresh, replacing the run already in --output-dir (deleted first)"
+    )
 
     data = parser.add_argument_group("data")
     data.add_argument("--image-size", type=int, default=64, help="side of the square training images (default: 64)")
@@ -170,6 +176,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
+    import torch
+
+    from ..models.unet import ConditionalUNet
+    from ..training.trainer import DDPMTrainer
+
+    check_output_dir(args.output_dir, "--output-dir")  # before building the data set and model
     dataset = _dataset(args)
     torch.manual_seed(args.seed)
     model = ConditionalUNet(
@@ -181,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
     )
     logger.info("ConditionalUNet with %.2f M parameters", model.num_parameters / 1e6)
     trainer = DDPMTrainer(model, dataset, noise_config(args), trainer_config(args))
-    model_dir = trainer.train(resume=not args.no_resume)
+    model_dir = trainer.train(resume=not args.no_resume, overwrite=args.overwrite)
     if trainer.is_main_process:
         print(f"model: {model_dir}")
         print(f"loss curve: {args.output_dir / 'loss.png'}")
@@ -190,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
 
 def noise_config(args: argparse.Namespace) -> NoiseConfig:
     """The noise process the parsed options ask for."""
+    from ..diffusion.noise import NoiseConfig
+
     return NoiseConfig(
         num_train_timesteps=args.timesteps, beta_schedule=args.beta_schedule, prediction_type=args.prediction_type
     )
@@ -197,6 +211,8 @@ def noise_config(args: argparse.Namespace) -> NoiseConfig:
 
 def trainer_config(args: argparse.Namespace) -> TrainerConfig:
     """The training settings the parsed options ask for."""
+    from ..training.config import TrainerConfig
+
     return TrainerConfig(
         output_dir=str(args.output_dir),
         max_steps=args.steps,
@@ -230,6 +246,11 @@ def trainer_config(args: argparse.Namespace) -> TrainerConfig:
 
 def _dataset(args: argparse.Namespace) -> ClevrDataset | RenderedClevrDataset:
     """The folder of --data, or the scenes of --render-data rendered on the training device."""
+    import torch
+
+    from ..data.dataset import ClevrDataset
+    from ..data.rendered import RenderedClevrDataset
+
     if args.data is not None:
         dataset = ClevrDataset(
             args.data, image_size=args.image_size, skip_broken=args.skip_broken, preload=bool(args.preload)

@@ -53,11 +53,28 @@ def _image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
     return size
 
 
+_WIDE_GRAY_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+"""Pillow's modes for 16-bit grayscale PNGs (and other integer grayscale images)."""
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB; 16-bit grayscale is scaled from 0-65535 to 0-255.
+
+    Pillow's own ``convert("RGB")`` clips such images at 255 instead of scaling them, which
+    turns nearly every pixel white.
+    """
+    if image.mode in _WIDE_GRAY_MODES:
+        wide = np.asarray(image, dtype=np.float64)
+        gray = np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8)  # 65535 / 255 = 257
+        return Image.fromarray(gray).convert("RGB")
+    # i-CLEVR PNGs are RGBA with alpha 255: dropping alpha loses nothing.
+    return image.convert("RGB")
+
+
 def _load_rgb(path: Path, size: tuple[int, int]) -> np.ndarray:
     """Decode ``path`` to a (H, W, 3) uint8 array, resized to ``size`` = (height, width)."""
     with Image.open(path) as image:
-        # i-CLEVR PNGs are RGBA with alpha 255: dropping alpha loses nothing.
-        rgb = image.convert("RGB")
+        rgb = _to_rgb(image)
     height, width = size
     if rgb.size != (width, height):
         # Squashes 4:3 into the target shape, as the benchmark pipelines do.

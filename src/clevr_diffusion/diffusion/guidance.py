@@ -17,10 +17,14 @@ models), shaped (B, C, H, W) or more generally (B, ...).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
+
+from ..constants import GUIDANCE_MODES
+from ..labels import validate_label_tensor
 
 __all__ = [
     "GUIDANCE_MODES",
@@ -34,21 +38,20 @@ __all__ = [
 ]
 
 GuidanceMode = Literal["joint", "composable"]
-GUIDANCE_MODES: tuple[str, ...] = ("joint", "composable")
-"""``"joint"``: one conditional pass with the whole label set; ``"composable"``: one pass per
-object, combined as a sum of guidance directions."""
 
 
 def validate_guidance(scale: float, rescale: float, mode: str) -> None:
     """Check guidance settings.
 
     Raises:
-        ValueError: If ``scale < 0``, ``rescale`` is outside [0, 1] or ``mode`` is unknown.
+        ValueError: If ``scale`` is negative, NaN or infinite, ``rescale`` is outside [0, 1]
+            (NaN included) or ``mode`` is unknown.
     """
-    if scale < 0:
-        raise ValueError(f"guidance_scale must be >= 0, got {scale}")
+    # NaN compares false with everything, so `scale < 0` alone lets it through (NaN images).
+    if not math.isfinite(scale) or scale < 0:
+        raise ValueError(f"guidance_scale must be >= 0 and finite, got {scale}; 1 is no guidance, e.g. 2 guides")
     if not 0.0 <= rescale <= 1.0:
-        raise ValueError(f"guidance_rescale must be in [0, 1], got {rescale}")
+        raise ValueError(f"guidance_rescale must be in [0, 1], got {rescale}; 0 is off, 0.5 to 0.7 are typical")
     if mode not in GUIDANCE_MODES:
         raise ValueError(f"unknown guidance_mode {mode!r}; choose one of {', '.join(GUIDANCE_MODES)}")
 
@@ -187,20 +190,23 @@ def plan_guidance(labels: torch.Tensor, scale: float, mode: str = "joint", resca
 
     - joint, scale 1: the B labelled rows alone (no guidance, one pass);
     - joint: B labelled rows, then B null-label rows;
-    - composable: one row per (image, object) pair with that object's one-hot vector (scaled
-      by its entry in ``labels``), ordered by image, then B null-label rows. Images with
-      different object counts share the one flat batch; `GuidanceBatch.owner` maps rows back.
+    - composable: one row per (image, object) pair with that object's one-hot vector,
+      ordered by image, then B null-label rows. Images with different object counts share the
+      one flat batch; `GuidanceBatch.owner` maps rows back.
 
     Args:
-        labels: (B, L) multi-hot label vectors (nonzero entries are the objects).
+        labels: (B, L) multi-hot label vectors: 0/1 entries, the ones are the objects; an
+            all-zero row is an unconditional image.
         scale: Guidance scale w >= 0.
         mode: ``"joint"`` or ``"composable"``.
         rescale: Guidance rescale phi in [0, 1].
 
     Raises:
-        ValueError: For invalid settings.
+        ValueError: For invalid settings or labels that are not 0/1 (NaN included).
     """
     validate_guidance(scale, rescale, mode)
+    # No object limit here: that belongs to the vocabulary, which the caller checks.
+    validate_label_tensor(labels, num_labels=None, max_objects=None, allow_unconditional=True)
     batch = labels.shape[0]
     images = torch.arange(batch, device=labels.device)
     null = torch.zeros_like(labels)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import inspect
-import json
 import logging
+import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -16,9 +16,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..hub import PushToHubMixin
-from ..labels import Vocabulary
+from ..labels import LabelError, Vocabulary, validate_label_tensor
 from ..models.unet import ConditionalUNet
-from ..utils.config import JsonConfig
+from ..utils.config import JsonConfig, read_json_file
 from ..utils.images import save_grid, save_images, to_pil
 from ..utils.io import atomic_write_json
 from .guidance import GuidanceBatch, GuidanceMode, plan_guidance, validate_guidance
@@ -32,6 +32,10 @@ logger = logging.getLogger(__name__)
 SAMPLER_CONFIG_NAME = "sampler_config.json"
 
 Labels = Sequence[Sequence[str]] | torch.Tensor
+
+_DAMAGED_FOLDER_HINT = (
+    "the model folder is damaged: download it again (force_download=True) or write it again with save_pretrained"
+)
 
 
 @dataclass
@@ -117,6 +121,23 @@ class SamplingConfig(JsonConfig):
 
 _OPTIONAL_DEFAULTS: dict[str, Any] = {"preset": None, "guidance_rescale": 0.0, "guidance_mode": "joint", "output_size": None}
 """`SamplingConfig` fields added after the first release, with the values that are left out of files."""
+
+
+def _seeded_generator(seed: Any) -> torch.Generator:
+    """A CPU generator seeded with ``seed``, a Python or NumPy integer.
+
+    Raises:
+        ValueError: For a bool, a float or anything else that is not an integer, or an
+            integer outside torch's 64-bit seed range.
+    """
+    # NumPy integers are numbers.Integral but torch's manual_seed rejects them; bools are
+    # Integral too, and a float seed would have to be rounded: both are mistakes.
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ValueError(f"seed must be an integer, got {type(seed).__name__} {seed!r}; e.g. seed=0")
+    value = int(seed)
+    if not -(2**63) <= value < 2**64:
+        raise ValueError(f"seed {value} is outside the 64-bit range torch seeds take; use 0 <= seed < 2**64")
+    return torch.Generator().manual_seed(value)
 
 
 def _resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
@@ -293,7 +314,8 @@ class DDPMSampler(PushToHubMixin):
                 offline), or lacks ``config.json`` or the weights (or some of their shards),
                 or the bundled model is not in this installation (the message lists those
                 that are).
-            ValueError: If a repo has no such revision, or a weights file is damaged.
+            ValueError: If a repo has no such revision, a weights file is damaged, or a config file
+                (``scheduler_config.json``, ``sampler_config.json``, ``config.json``) is not valid JSON.
             CheckpointMismatchError: If the weights belong to another configuration.
         """
         from ..hub import resolve_model_folder
@@ -311,13 +333,13 @@ class DDPMSampler(PushToHubMixin):
         model = ConditionalUNet._from_source(source, use_ema, device)
         noise = NoiseConfig()
         if (folder / SCHEDULER_CONFIG_NAME).is_file():
-            scheduler = json.loads((folder / SCHEDULER_CONFIG_NAME).read_text(encoding="utf-8"))
+            scheduler = read_json_file(folder / SCHEDULER_CONFIG_NAME, _DAMAGED_FOLDER_HINT)
             noise = NoiseConfig.from_scheduler_config(scheduler)
         else:
             logger.warning("%s has no %s; assuming the default noise schedule", source.describe(), SCHEDULER_CONFIG_NAME)
         config, vocabulary = SamplingConfig(), None
         if (folder / SAMPLER_CONFIG_NAME).is_file():
-            saved = json.loads((folder / SAMPLER_CONFIG_NAME).read_text(encoding="utf-8"))
+            saved = read_json_file(folder / SAMPLER_CONFIG_NAME, _DAMAGED_FOLDER_HINT)
             config = SamplingConfig.from_dict(saved.get("sampling", {}))
             if "vocabulary" in saved:
                 vocabulary = Vocabulary(saved["vocabulary"])
@@ -325,16 +347,27 @@ class DDPMSampler(PushToHubMixin):
 
     # ---------------------------------------------------------------------------- sampling
     def encode(self, labels: Labels) -> tuple[torch.Tensor, list[list[str]]]:
-        """Turn label lists (or a (B, 24) multi-hot tensor) into (B, 24) float32 and name lists."""
+        """Turn label lists (or a (B, 24) multi-hot tensor) into (B, 24) float32 and name lists.
+
+        Raises:
+            LabelError: For no label sets, a flat list of names, unknown names, or a tensor
+                that is not 0/1 with at most ``vocabulary.max_objects`` ones per row (all-zero
+                rows, unconditional images, are valid).
+        """
+        vocab = self.vocabulary
         if isinstance(labels, torch.Tensor):
-            if labels.ndim != 2 or labels.shape[1] != len(self.vocabulary):
-                raise ValueError(f"label tensor must be (B, {len(self.vocabulary)}), got {tuple(labels.shape)}")
+            validate_label_tensor(labels, len(vocab), vocab.max_objects, allow_unconditional=True)
             vectors = labels.float()
-            return vectors, [list(names) for names in self.vocabulary.decode(vectors)]
-        if isinstance(labels, str):
-            raise ValueError(f"labels must be a list of label lists, e.g. [[{labels!r}]], not a string")
-        lists = [list(item) for item in labels]
-        return self.vocabulary.encode_batch(lists), [[self.vocabulary.normalize(n) for n in item] for item in lists]
+            names = [list(item) for item in vocab.decode(vectors)]
+        elif isinstance(labels, str):
+            raise LabelError(f"labels must be a list of label lists, e.g. [[{labels!r}]], not a string")
+        else:
+            rows = list(labels)
+            vectors = vocab.encode_batch(rows)  # checks the rows first: a flat list of names, unknown names
+            names = [[vocab.normalize(n) for n in item] for item in rows]
+        if not names:
+            raise LabelError("no label sets given: pass one label list per image, e.g. [['red cube'], ['blue sphere']]")
+        return vectors, names
 
     def _predict(self, network: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, plan: GuidanceBatch) -> torch.Tensor:
         """One batched forward of every row of ``plan``, reduced to (B, C, H, W) float32 predictions."""
@@ -463,8 +496,10 @@ class DDPMSampler(PushToHubMixin):
         composable guidance.
 
         Args:
-            labels: B label lists such as ``[["red sphere", "cyan cube"], ["gray cylinder"]]``,
-                or a (B, 24) multi-hot tensor.
+            labels: B label lists such as ``[["red sphere", "cyan cube"], ["gray cylinder"]]``
+                (one list per image, even for one image: ``[["red cube"]]``), or a (B, 24)
+                multi-hot tensor of 0/1 with at most 3 ones a row; an all-zero row draws an
+                unconditional image.
             preset: A name from `SAMPLING_PRESETS` (``"ddpm-1000"``, ``"ddim-50"``,
                 ``"dpm++-20"``, ``"unipc-10"``) setting method and steps; explicit ``method``
                 and ``num_inference_steps`` win over it (see `resolve_settings`).
@@ -472,7 +507,7 @@ class DDPMSampler(PushToHubMixin):
                 then `config`'s).
             num_inference_steps: Denoising steps (default: the preset's, then `config`'s, then
                 per method).
-            guidance_scale: Classifier-free guidance scale w >= 0 (1: none).
+            guidance_scale: Classifier-free guidance scale w >= 0, finite (1: none).
             guidance_rescale: Guidance rescale phi in [0, 1] (Lin et al. 2023): pulls each
                 image's guided prediction back to the conditional prediction's standard
                 deviation, against over-saturation at large w; applied to the model output
@@ -486,7 +521,8 @@ class DDPMSampler(PushToHubMixin):
             output_size: Side the finished images (and trajectory frames) are resized to,
                 bilinearly (default: `config`'s; ``None`` there keeps the drawn size).
             generator: A CPU ``torch.Generator`` for reproducible draws.
-            seed: Shortcut for ``generator=torch.Generator().manual_seed(seed)``.
+            seed: Shortcut for ``generator=torch.Generator().manual_seed(seed)``: a Python or
+                NumPy integer.
             return_trajectory: Also keep ``trajectory_frames`` frames from noise to image.
             trajectory_frames: Frames to keep, first (pure noise) and last (the image) included.
             progress: Show a progress bar.
@@ -495,15 +531,17 @@ class DDPMSampler(PushToHubMixin):
             A `SampleOutput` whose ``images`` are (B, 3, H, W) in [-1, 1].
 
         Raises:
-            ValueError: For unknown methods, presets, modes or labels, or out-of-range settings.
+            ValueError: For unknown methods, presets, modes or labels, no labels, invalid label
+                tensors, a non-integer seed, or out-of-range (NaN, infinite) settings.
         """
         cfg = self.config
         method, steps, guidance = self.resolve_settings(method, num_inference_steps, guidance_scale, preset)
         rescale, mode = self.resolve_guidance(guidance_rescale, guidance_mode)
         validate_guidance(guidance, rescale, mode)
         size = image_size or cfg.image_size or self.model.config.sample_size
-        if generator is None and seed is not None:
-            generator = torch.Generator().manual_seed(seed)
+        if seed is not None:
+            seeded = _seeded_generator(seed)  # checked even beside a generator, which wins
+            generator = seeded if generator is None else generator
         if return_trajectory and trajectory_frames < 2:
             raise ValueError("trajectory_frames must be >= 2 (noise and image)")
 

@@ -7,6 +7,8 @@ from typing import Any, Literal
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from ..constants import SAMPLING_METHODS, SAMPLING_PRESETS
+
 __all__ = [
     "DEFAULT_STEPS",
     "SAMPLING_METHODS",
@@ -17,21 +19,10 @@ __all__ = [
 ]
 
 SamplingMethod = Literal["ddpm", "ddim", "dpm++", "unipc"]
-SAMPLING_METHODS: tuple[str, ...] = ("ddpm", "ddim", "dpm++", "unipc")
-"""The sampling methods `build_scheduler` and `DDPMSampler` accept."""
 
 DEFAULT_STEPS: dict[str, int] = {"ddpm": 1000, "ddim": 50, "dpm++": 20, "unipc": 10}
 """Steps each method takes when none are given (never more than the model's T): DDPM's full
 chain, DDIM 50, DPM-Solver++ 20, UniPC 10."""
-
-SAMPLING_PRESETS: dict[str, tuple[str, int]] = {
-    "ddpm-1000": ("ddpm", 1000),
-    "ddim-50": ("ddim", 50),
-    "dpm++-20": ("dpm++", 20),
-    "unipc-10": ("unipc", 10),
-}
-"""Named (method, steps) pairs, slowest and most faithful first: ``ddpm-1000`` is the DDPM
-paper's full ancestral chain; the others trade steps for higher-order deterministic solvers."""
 
 
 def parse_preset(name: str) -> tuple[str, int]:

@@ -10,33 +10,75 @@ and `dataset_writer` (`make_dataset`: i-CLEVR-format folders).
 
 from __future__ import annotations
 
-from .camera import Camera, Frame, intrinsics
-from .geometry import (
-    BACKDROP_ID,
-    MISS_ID,
-    backdrop_height,
-    intersect_backdrop,
-    intersect_box,
-    intersect_cylinder,
-    intersect_object,
-    intersect_scene,
-    intersect_sphere,
-    object_id_map,
-)
-from .randomization import DomainRandomization
-from .renderer import RenderOutput, render, to_uint8
-from .sampling import ground_directions, sample_scene, sample_scenes, scene_prefix, visible_pixel_counts
-from .scene import (
-    COLOR_ALBEDO,
-    Lights,
-    Scene,
-    SceneError,
-    SceneObject,
-    load_scenes,
-    save_scenes,
-)
-from .shading import linear_to_srgb
-from .dataset_writer import make_dataset
+from typing import TYPE_CHECKING
+
+from .._lazy import install_lazy_exports
+
+_EXPORTS: dict[str, str] = {
+    "Camera": ".camera",
+    "Frame": ".camera",
+    "intrinsics": ".camera",
+    "BACKDROP_ID": ".geometry",
+    "MISS_ID": ".geometry",
+    "backdrop_height": ".geometry",
+    "intersect_backdrop": ".geometry",
+    "intersect_box": ".geometry",
+    "intersect_cylinder": ".geometry",
+    "intersect_object": ".geometry",
+    "intersect_scene": ".geometry",
+    "intersect_sphere": ".geometry",
+    "object_id_map": ".geometry",
+    "DomainRandomization": ".randomization",
+    "RenderOutput": ".renderer",
+    "render": ".renderer",
+    "to_uint8": ".renderer",
+    "ground_directions": ".sampling",
+    "sample_scene": ".sampling",
+    "sample_scenes": ".sampling",
+    "scene_prefix": ".sampling",
+    "visible_pixel_counts": ".sampling",
+    "COLOR_ALBEDO": ".scene",
+    "Lights": ".scene",
+    "Scene": ".scene",
+    "SceneError": ".scene",
+    "SceneObject": ".scene",
+    "load_scenes": ".scene",
+    "save_scenes": ".scene",
+    "linear_to_srgb": ".shading",
+    "make_dataset": ".dataset_writer",
+}
+"""Where each public name lives; its module is imported on first access (PEP 562)."""
+
+if TYPE_CHECKING:  # what type checkers and the API docs see
+    from .camera import Camera, Frame, intrinsics
+    from .geometry import (
+        BACKDROP_ID,
+        MISS_ID,
+        backdrop_height,
+        intersect_backdrop,
+        intersect_box,
+        intersect_cylinder,
+        intersect_object,
+        intersect_scene,
+        intersect_sphere,
+        object_id_map,
+    )
+    from .randomization import DomainRandomization
+    from .renderer import RenderOutput, render, to_uint8
+    from .sampling import ground_directions, sample_scene, sample_scenes, scene_prefix, visible_pixel_counts
+    from .scene import (
+        COLOR_ALBEDO,
+        Lights,
+        Scene,
+        SceneError,
+        SceneObject,
+        load_scenes,
+        save_scenes,
+    )
+    from .shading import linear_to_srgb
+    from .dataset_writer import make_dataset
+else:  # at run time a name's module is imported on its first use
+    install_lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "BACKDROP_ID",

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..utils.config import JsonConfig
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["DomainRandomization", "SceneJitter"]
 
@@ -54,6 +56,8 @@ class DomainRandomization(JsonConfig):
 
     def draw(self, generator: torch.Generator, num_lamps: int = 3) -> SceneJitter:
         """One scene's jitter from ``generator`` (CPU)."""
+        import torch  # here, not at the top: the command's options read this module without torch
+
         u = torch.rand(4 * num_lamps + 11, generator=generator, dtype=torch.float64).tolist()
         it = iter(u)
 

@@ -307,9 +307,25 @@ def load_scenes(path: str | os.PathLike[str]) -> list[Scene]:
     """Read a JSON list of reference-format entries (e.g. ``scenes.json``).
 
     Raises:
-        SceneError: The file is not a JSON list, or an entry is malformed (index named).
+        FileNotFoundError: No file at ``path``.
+        SceneError: The file is not valid JSON (line and column named), not a JSON list, or an
+            entry is malformed (index named).
     """
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no scene file at {path}; pass a JSON list of scenes written by save_scenes")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise SceneError(
+            f"{path} is not valid JSON ({error.msg} at line {error.lineno}, column {error.colno}); fix the file "
+            "or write it again with save_scenes"
+        ) from error
+    except UnicodeDecodeError as error:
+        raise SceneError(
+            f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); fix the file or write it again "
+            "with save_scenes"
+        ) from error
     if not isinstance(data, list):
         raise SceneError(f"{path}: expected a JSON list of scenes, got {type(data).__name__}")
     return [Scene.from_dict(entry, f"{path}[{i}]") for i, entry in enumerate(data)]

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..constants import MIXED_PRECISIONS
 from ..utils.config import JsonConfig
 
 __all__ = ["MIXED_PRECISIONS", "TrainerConfig"]
-
-MIXED_PRECISIONS = ("auto", "no", "fp16", "bf16")
 
 
 @dataclass

@@ -12,9 +12,46 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from .io import atomic_write_json
 
-__all__ = ["JsonConfig"]
+__all__ = ["JsonConfig", "read_json_file"]
 
 T = TypeVar("T", bound="JsonConfig")
+
+
+_REWRITE_HINT = "the file is damaged or was edited by hand: fix it, or write it again (save_pretrained or save())"
+
+
+_JSON_KINDS = {
+    list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean", type(None): "null"
+}
+
+
+def read_json_file(path: str | os.PathLike[str], fix: str = _REWRITE_HINT) -> dict[str, Any]:
+    """Read a JSON file that must hold an object, naming the file in every error.
+
+    Args:
+        path: The file.
+        fix: What the reader should do about a broken file, for the message.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        ValueError: If the file is not UTF-8, not valid JSON (the message gives the line and
+            column) or not a JSON object.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No config file at {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path} is not valid JSON ({error.msg} at line {error.lineno}, column {error.colno}); {fix}"
+        ) from error
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); {fix}") from error
+    if not isinstance(data, dict):
+        kind = _JSON_KINDS.get(type(data), type(data).__name__)
+        raise ValueError(f"{path} must hold a JSON object {{...}}, got {kind}; {fix}")
+    return data
 
 
 def _coerce(value: Any, hint: Any) -> Any:
@@ -114,12 +151,11 @@ class JsonConfig:
 
         Raises:
             FileNotFoundError: If ``path`` does not exist.
-            ValueError: If the file was written for another config class.
+            ValueError: If the file is not a JSON object (the message names the file and the
+                position of a syntax error) or was written for another config class.
         """
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"No config file at {path}")
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json_file(path)
         written_for = data.get("_class_name", cls.__name__)
         if written_for != cls.__name__:
             raise ValueError(f"{path} holds a {written_for}, not a {cls.__name__}")
