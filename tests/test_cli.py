@@ -253,7 +253,6 @@ def test_output_paths_are_checked_before_any_work(
     folder, file = tmp_path / "folder", tmp_path / "file.txt"
     folder.mkdir()
     file.write_text("x")
-    model = str(tmp_path / "model")
     sample = ["sample", "--model", str(tmp_path / "model"), "--labels", "red cube"]
     is_file = "is a file, not a folder"
     cases = [

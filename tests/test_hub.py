@@ -16,7 +16,7 @@ import pytest
 import torch
 from huggingface_hub import constants as hf_constants
 
-from clevr_diffusion import ConditionalUNet, DDPMSampler, UNetConfig
+from clevr_diffusion import ConditionalUNet, DDPMSampler
 from clevr_diffusion.cli import main
 from clevr_diffusion.hub import CARD_MARKER, HubUnreachableError, is_repo_id, model_card, push_folder
 from clevr_diffusion.models.serialization import CheckpointMismatchError

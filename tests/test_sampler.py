@@ -546,3 +546,27 @@ def test_corrupt_folder_json_names_the_file_and_position(sampler: DDPMSampler, t
     (tmp_path / name).write_text(text[: len(text) // 2])  # cut off, as by an interrupted copy
     with pytest.raises(ValueError, match=rf"{re.escape(name)} is not valid JSON \(.* at line \d+, column \d+\); "):
         DDPMSampler.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize(("method", "steps"), [("dpm++", 20), ("ddim", 50), ("unipc", 25), ("ddpm", 1000)])
+def test_trajectory_frames_follow_the_noise_level_not_the_step_count(method: str, steps: int) -> None:
+    """A 10-frame row of a fast sampler shows the scene emerging: at most one of its middle
+    frames is plain noise (log SNR below -4), where frames evenly spaced in steps gave three
+    or more."""
+    from clevr_diffusion import NoiseProcess
+    from clevr_diffusion.diffusion.sampler import trajectory_steps
+    from clevr_diffusion.diffusion.schedulers import build_scheduler
+
+    config = NoiseConfig()
+    scheduler = build_scheduler(method, config.scheduler_config())
+    scheduler.set_timesteps(steps)
+    picks = trajectory_steps(scheduler.timesteps, config, 10)
+    assert len(picks) == 9 and picks[-1] == len(scheduler.timesteps) - 1 and picks == sorted(set(picks))
+    abar = NoiseProcess(config).alphas_cumprod.double()
+    reached = torch.cat([scheduler.timesteps[1:], torch.zeros(1, dtype=torch.long)])
+    log_snr = (abar / (1 - abar)).log()[reached]
+    assert sum(float(log_snr[i]) < -4 for i in picks[:-1]) <= 1
+    # Fewer steps than frames: every step is a frame.
+    few = build_scheduler("ddim", config.scheduler_config())
+    few.set_timesteps(4)
+    assert trajectory_steps(few.timesteps, config, 10) == [0, 1, 2, 3]

@@ -22,7 +22,7 @@ from ..utils.config import JsonConfig, read_json_file
 from ..utils.images import save_grid, save_images, to_pil
 from ..utils.io import atomic_write_json
 from .guidance import GuidanceBatch, GuidanceMode, plan_guidance, validate_guidance
-from .noise import SCHEDULER_CONFIG_NAME, NoiseConfig
+from .noise import SCHEDULER_CONFIG_NAME, NoiseConfig, NoiseProcess
 from .schedulers import DEFAULT_STEPS, SAMPLING_METHODS, build_scheduler, parse_preset
 
 __all__ = ["DDPMSampler", "SampleOutput", "SamplingConfig"]
@@ -184,6 +184,45 @@ class SampleOutput:
             raise ValueError("no trajectory was captured: sample with return_trajectory=True")
         frames = self.trajectory[:, index]
         return save_grid(frames, path, nrow=len(frames), upscale=upscale)
+
+
+_VISIBLE_LOG_SNR = (-3.0, 5.0)
+"""Log signal-to-noise ratios outside which a trajectory frame changes little to the eye: below,
+the signal is under a quarter of the noise and a 64 x 64 frame looks like plain noise; above,
+the noise is under a twelfth of the signal and the frame looks finished."""
+
+
+def trajectory_steps(timesteps: torch.Tensor, noise_config: NoiseConfig, frames: int) -> list[int]:
+    """Indices of the denoising steps after which a trajectory keeps a frame (the last included).
+
+    The frames between the initial noise and the finished image are spread evenly in log
+    signal-to-noise ratio, ``log(abar / (1 - abar))``, over the range where the picture
+    changes (`_VISIBLE_LOG_SNR`), not evenly in steps: with evenly spaced steps most frames
+    of a fast sampler are still plain noise, and the scene appears only in the last few.
+
+    Args:
+        timesteps: (S,) the sampler's timesteps, from the noisiest down.
+        noise_config: The noise process the model was trained with.
+        frames: Frames wanted, the initial noise included (>= 2).
+
+    Returns:
+        ``min(frames - 1, S)`` increasing step indices in [0, S), ``S - 1`` last: for each
+        target level, the nearest step not taken yet that leaves room for the later targets.
+    """
+    abar = NoiseProcess(noise_config).alphas_cumprod.double()
+    log_snr = (abar / (1 - abar)).log()
+    # The level reached after each step: the next step's timestep (the clean image after the last).
+    after = log_snr[torch.cat([timesteps[1:].long().cpu(), torch.zeros(1, dtype=torch.long)])]
+    steps = len(after)
+    low = max(float(log_snr[int(timesteps[0])]), _VISIBLE_LOG_SNR[0])
+    high = min(float(after[-1]), _VISIBLE_LOG_SNR[1])
+    middle = torch.linspace(low, high, frames)[1:-1].tolist()[max(0, frames - 1 - steps) :]
+    picks: list[int] = []
+    for j, target in enumerate(middle):
+        first = picks[-1] + 1 if picks else 0
+        last = steps - 1 - (len(middle) - j)  # inclusive: a step left for each later target and the image
+        picks.append(first + int((after[first : last + 1] - target).abs().argmin()))
+    return [*picks, steps - 1]
 
 
 class DDPMSampler(PushToHubMixin):
@@ -524,7 +563,9 @@ class DDPMSampler(PushToHubMixin):
             seed: Shortcut for ``generator=torch.Generator().manual_seed(seed)``: a Python or
                 NumPy integer.
             return_trajectory: Also keep ``trajectory_frames`` frames from noise to image.
-            trajectory_frames: Frames to keep, first (pure noise) and last (the image) included.
+            trajectory_frames: Frames to keep, first (pure noise) and last (the image) included,
+                spread evenly in log signal-to-noise ratio (see `trajectory_steps`), so the row
+                shows the scene emerging step by step (fewer if the sampler has fewer steps).
             progress: Show a progress bar.
 
         Returns:
@@ -551,9 +592,7 @@ class DDPMSampler(PushToHubMixin):
         actual_steps = len(scheduler.timesteps)
         capture = None
         if return_trajectory:
-            # Indices of the steps after which a frame is kept, spread evenly, last step included.
-            keep = torch.linspace(0, actual_steps - 1, trajectory_frames)[1:].round().long().tolist()
-            capture = sorted(set(keep))
+            capture = trajectory_steps(scheduler.timesteps, self.noise_config, trajectory_frames)
         images, trajectories = [], []
         for start in range(0, len(vectors), cfg.batch_size):
             chunk = vectors[start : start + cfg.batch_size]

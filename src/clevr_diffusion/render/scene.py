@@ -10,7 +10,6 @@ Every problem with the input raises `SceneError`, a `ValueError` naming the fiel
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..labels import SHAPES
+from ..utils.config import load_json_text
 from ..utils.io import atomic_write_json
 
 __all__ = [
@@ -314,18 +314,7 @@ def load_scenes(path: str | os.PathLike[str]) -> list[Scene]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no scene file at {path}; pass a JSON list of scenes written by save_scenes")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise SceneError(
-            f"{path} is not valid JSON ({error.msg} at line {error.lineno}, column {error.colno}); fix the file "
-            "or write it again with save_scenes"
-        ) from error
-    except UnicodeDecodeError as error:
-        raise SceneError(
-            f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); fix the file or write it again "
-            "with save_scenes"
-        ) from error
+    data = load_json_text(path, "fix the file or write it again with save_scenes", SceneError)
     if not isinstance(data, list):
         raise SceneError(f"{path}: expected a JSON list of scenes, got {type(data).__name__}")
     return [Scene.from_dict(entry, f"{path}[{i}]") for i, entry in enumerate(data)]

@@ -25,6 +25,28 @@ _JSON_KINDS = {
 }
 
 
+def load_json_text(path: Path, fix: str, error: type[ValueError] = ValueError) -> Any:
+    """The JSON value in the file at ``path``; a broken file raises ``error`` naming it.
+
+    Args:
+        path: An existing file.
+        fix: What the reader should do about a broken file, for the message.
+        error: The `ValueError` subclass to raise.
+
+    Raises:
+        ValueError: (``error``) If the file is not UTF-8 or not valid JSON; the message gives
+            the line and column.
+    """
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as problem:
+        raise error(
+            f"{path} is not valid JSON ({problem.msg} at line {problem.lineno}, column {problem.colno}); {fix}"
+        ) from problem
+    except UnicodeDecodeError as problem:
+        raise error(f"{path} is not UTF-8 text ({problem.reason} at byte {problem.start}); {fix}") from problem
+
+
 def read_json_file(path: str | os.PathLike[str], fix: str = _REWRITE_HINT) -> dict[str, Any]:
     """Read a JSON file that must hold an object, naming the file in every error.
 
@@ -40,14 +62,7 @@ def read_json_file(path: str | os.PathLike[str], fix: str = _REWRITE_HINT) -> di
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No config file at {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(
-            f"{path} is not valid JSON ({error.msg} at line {error.lineno}, column {error.colno}); {fix}"
-        ) from error
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); {fix}") from error
+    data = load_json_text(path, fix)
     if not isinstance(data, dict):
         kind = _JSON_KINDS.get(type(data), type(data).__name__)
         raise ValueError(f"{path} must hold a JSON object {{...}}, got {kind}; {fix}")
