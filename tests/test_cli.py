@@ -58,6 +58,7 @@ def test_make_toy_data_writes_an_iclevr_folder(toy_data: Path) -> None:
     assert Image.open(toy_data / next(iter(labels))).size == (32, 24)
 
 
+@pytest.mark.slow
 def test_train_writes_a_loadable_run(trained: Path) -> None:
     rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
@@ -66,6 +67,7 @@ def test_train_writes_a_loadable_run(trained: Path) -> None:
     assert (trained / "loss.png").is_file()
 
 
+@pytest.mark.slow
 def test_train_resumes_when_run_again(trained: Path, toy_data: Path) -> None:
     args = [
         "train", "--data", str(toy_data), "--output-dir", str(trained), "--image-size", "16",

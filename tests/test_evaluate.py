@@ -59,6 +59,7 @@ def _grid_size(count: int, nrow: int, tile: int, padding: int = 2) -> tuple[int,
     return nrow * (tile + padding) + padding, rows * (tile + padding) + padding
 
 
+@pytest.mark.slow
 def test_writes_every_deliverable_in_order(evaluated: EvaluationResult) -> None:
     out = evaluated.output_dir
     for name in ("test", "new_test"):
@@ -76,6 +77,7 @@ def test_writes_every_deliverable_in_order(evaluated: EvaluationResult) -> None:
     assert not list(out.rglob("*.tmp"))  # atomic writes leave nothing behind
 
 
+@pytest.mark.slow
 def test_saved_images_are_the_samplers_draw(evaluated: EvaluationResult, model_dir: Path) -> None:
     sampler = DDPMSampler.from_pretrained(model_dir)
     images = sampler.sample(load_conditions("new_test"), seed=0, **SAMPLE).images
@@ -91,6 +93,7 @@ def test_denoising_row_has_at_least_8_frames(evaluated: EvaluationResult) -> Non
     assert Image.open(evaluated.denoising).size == _grid_size(len(frames), len(frames), SIZE)
 
 
+@pytest.mark.slow
 def test_denoising_row_is_test_25_when_steps_allow(model_dir: Path, judge: ClevrEvaluator, tmp_path: Path) -> None:
     assert sorted(load_conditions("test")[25]) == sorted(DENOISING_LABELS)
     result = evaluate(
@@ -161,6 +164,7 @@ def test_seeds_give_mean_and_spread(
     assert "±" in str(result) and "per seed" in (tmp_path / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_accepts_a_sampler_object(model_dir: Path, judge: ClevrEvaluator, tmp_path: Path) -> None:
     sampler = DDPMSampler.from_pretrained(model_dir)
     result = evaluate(sampler, tmp_path, evaluator=judge, files=("new_test",), **FAST)
@@ -194,6 +198,7 @@ def random_bundled(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ClevrEvaluator, "__init__", init)
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(
     model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], random_bundled: None
 ) -> None:
@@ -207,6 +212,7 @@ def test_cli_end_to_end(
     assert report["evaluator"] == "random" and set(report["files"]) == {"test", "new_test"}
 
 
+@pytest.mark.slow
 def test_cli_sampling_flags_reach_the_report(model_dir: Path, tmp_path: Path, random_bundled: None) -> None:
     out = tmp_path / "eval"
     flags = ["--preset", "unipc-10", "--steps", "2", "--guidance", "2", "--guidance-rescale", "0.5",
@@ -228,6 +234,7 @@ def test_cli_sampling_flags_reach_the_report(model_dir: Path, tmp_path: Path, ra
         torch.testing.assert_close(_read(out / "images" / "test" / f"{i}.png"), saved, atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow
 def test_cli_default_output_folder_and_seeds(
     model_dir: Path, capsys: pytest.CaptureFixture[str], random_bundled: None
 ) -> None:
@@ -238,6 +245,7 @@ def test_cli_default_output_folder_and_seeds(
     assert "±" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_cli_official_evaluator(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     checkpoint = tmp_path / "checkpoint.pth"
     torch.save({"model": ClevrEvaluator(pretrained=False).state_dict()}, checkpoint)
@@ -249,6 +257,7 @@ def test_cli_official_evaluator(model_dir: Path, tmp_path: Path, capsys: pytest.
     assert "new_test.json" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_cli_evaluator_file(model_dir: Path, tmp_path: Path) -> None:
     weights = ClevrEvaluator(pretrained=False).save(tmp_path / "evaluator.safetensors")
     out = tmp_path / "eval"
@@ -305,6 +314,7 @@ def test_cli_missing_model_is_a_one_line_error(
     assert code == 2 and "is not a model folder" in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_cli_evaluates_a_model_by_hub_repo_id(
     model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, random_bundled: None
 ) -> None:

@@ -53,6 +53,7 @@ def test_state_dict_layout_equals_the_official_evaluator() -> None:
     assert {k: list(v.shape) for k, v in state.items()} == expected
 
 
+@pytest.mark.slow
 def test_official_checkpoint_loads_strictly_and_predicts_the_same(tmp_path: Path) -> None:
     torch.manual_seed(0)
     source = ClevrEvaluator(pretrained=False)
@@ -79,6 +80,7 @@ def test_official_checkpoint_loads_strictly_and_predicts_the_same(tmp_path: Path
         assert torch.equal(ClevrEvaluator.from_checkpoint(tmp_path / name).predict(images), probs)
 
 
+@pytest.mark.slow
 def test_bad_checkpoints_give_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="checkpoint.pth"):
         ClevrEvaluator.from_checkpoint(tmp_path / "missing.pth")
@@ -171,6 +173,7 @@ def test_finer_variant_keeps_the_official_layout_and_doubles_feature_resolution(
     assert seen == {"plain": (2, 512, 2, 2), "finer": (2, 512, 4, 4)}
 
 
+@pytest.mark.slow
 def test_weights_files_record_the_layout(tmp_path: Path) -> None:
     from clevr_diffusion.evaluation.resnet import maxpool_from_metadata
     from clevr_diffusion.models.serialization import read_safetensors_metadata, save_safetensors
@@ -304,6 +307,7 @@ def test_bundled_weights_ship_small_and_recognise_renders() -> None:
 BLENDER = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "blender"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (BLENDER / "scenes.json").exists(), reason="Blender reference renders not available")
 def test_bundled_weights_read_blender_renders() -> None:
     # Renders of the original CLEVR assets by another renderer than the one it trained on:
@@ -377,6 +381,7 @@ def test_images_in_another_range_are_rejected_by_every_entry_point(
             entry(images)
 
 
+@pytest.mark.slow
 def test_files_that_are_not_checkpoints_name_the_file_and_what_was_expected(tmp_path: Path) -> None:
     expected = "expected the official evaluator's checkpoint.pth"
     # b"hello" is what made torch.load raise KeyError: 101; other text, IndexError.

@@ -281,6 +281,7 @@ def test_a_download_cut_off_is_one_line(
     assert err.count("\n") == 1 and "could not be reached" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_trainer_pushes_every_n_steps_and_at_the_end(hub: HubServer, tiny_unet: ConditionalUNet, colour_dataset, tmp_path: Path) -> None:
     trainer = DDPMTrainer(
         tiny_unet, colour_dataset, output_dir=str(tmp_path / "run"), max_steps=4, batch_size=16,
@@ -296,6 +297,7 @@ def test_trainer_pushes_every_n_steps_and_at_the_end(hub: HubServer, tiny_unet: 
     assert '"push_every": 2' in repo.commits[repo.branches["main"]].files["README.md"].decode()
 
 
+@pytest.mark.slow
 def test_trainer_survives_a_failed_push(hub: HubServer, tiny_unet: ConditionalUNet, colour_dataset, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     hub.stop()  # the Hub is down: training still ends with its model folder
     trainer = DDPMTrainer(

@@ -133,6 +133,7 @@ def _messy_name_lists(draw: st.DrawFn) -> tuple[list[str], list[str]]:
     return names, messy
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(_messy_name_lists())
 def test_round_trip_property(case: tuple[list[str], list[str]]) -> None:

@@ -43,6 +43,7 @@ def _shard_data_bytes(path: Path) -> int:
         return sum(f.get_tensor(k).numel() * f.get_tensor(k).element_size() for k in f.keys())
 
 
+@pytest.mark.slow
 def test_export_round_trip_is_float16_ema_and_samples_like_the_original(model_folder: Path, tmp_path: Path) -> None:
     out = export_bundle(model_folder, tmp_path / "bundle")
     names = {p.name for p in out.iterdir()}
@@ -248,6 +249,7 @@ def test_cli_export_model_refuses_a_model_in_dest_unless_overwrite(
     assert [p.name for p in out.glob("*.safetensors")] == ["model_ema-00001-of-00001.safetensors"]
 
 
+@pytest.mark.slow
 def test_cli_sample_and_evaluate_default_to_the_bundled_model(bundle_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["sample", "--labels", "red cube", "--labels", "cyan sphere", "--preset", "unipc-10", "--out", "g.png"]) == 0

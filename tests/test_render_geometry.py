@@ -188,6 +188,7 @@ def entries() -> list[dict[str, Any]]:
     return json.loads(SCENES_JSON.read_text())
 
 
+@pytest.mark.slow
 def test_visible_pixels_match_blender(entries: list[dict[str, Any]]) -> None:
     """Per-object first-hit pixel counts at 320 x 240 against Blender's Workbench counts.
 

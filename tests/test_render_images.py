@@ -52,6 +52,7 @@ def test_srgb_oetf() -> None:
     assert y[4] == pytest.approx(1.055 * 0.5 ** (1 / 2.4) - 0.055)
 
 
+@pytest.mark.slow
 def test_deterministic_and_batch_independent() -> None:
     scenes = _scenes()
     together = render(scenes, width=16, height=16, supersample=2, seed=3)
@@ -98,6 +99,7 @@ def test_shadow_behind_object_away_from_key_light() -> None:
     assert shadow < bare - 0.03
 
 
+@pytest.mark.slow
 def test_metal_differs_from_rubber() -> None:
     rubber = Scene(objects=(_sphere(material="rubber", color="gray"),))
     metal = Scene(objects=(_sphere(material="metal", color="gray"),))
@@ -145,6 +147,7 @@ def test_split_indirect_sums_to_radiance_and_respects_the_bounce_mask() -> None:
     assert (indirect2[~mask] == 0).all() and torch.allclose(indirect2[mask], indirect[mask])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (REFERENCE / "scenes.json").exists(), reason="reference renders not available")
 def test_fidelity_regression_64() -> None:
     scenes = load_scenes(REFERENCE / "scenes.json")

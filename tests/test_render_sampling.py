@@ -94,6 +94,7 @@ def test_iclevr_rules(iclevr_scenes: list[Scene]) -> None:
         _check_rules(scene)
 
 
+@pytest.mark.slow
 def test_clevr_rules(clevr_scenes: list[Scene]) -> None:
     counts = {len(s.objects) for s in clevr_scenes}
     assert counts <= {3, 4, 5, 6} and len(counts) >= 3
@@ -144,6 +145,7 @@ def test_num_objects_range() -> None:
     assert {len(s.objects) for s in scenes} <= {1, 2}
 
 
+@pytest.mark.slow
 def test_object_counts_without_sampling(clevr_scenes: list[Scene]) -> None:
     assert object_counts(N_SCENES, 7, style="clevr") == [len(s.objects) for s in clevr_scenes]
     assert object_counts(4, 7) == [3] * 4 and object_counts(2, 0, num_objects=5) == [5, 5]

@@ -148,6 +148,7 @@ def _syncs(scenes: list[Scene], **kwargs: Any) -> int:
     return sum(counts.values())
 
 
+@pytest.mark.slow
 def test_syncs_per_chunk_do_not_grow_with_scenes_or_objects() -> None:
     small = _syncs(_small_chunk())
     big = _syncs(_big_chunk(), randomization=DomainRandomization())
@@ -155,6 +156,7 @@ def test_syncs_per_chunk_do_not_grow_with_scenes_or_objects() -> None:
     assert small <= SYNCS_PER_CHUNK
 
 
+@pytest.mark.slow
 def test_syncs_scale_with_chunks_not_scenes() -> None:
     scenes = _small_chunk() * 4
     one_chunk = _syncs(scenes)

@@ -68,6 +68,7 @@ def test_same_item_same_image_in_any_batch(dataset: RenderedClevrDataset) -> Non
     assert dataset.__getitems__([]) == []
 
 
+@pytest.mark.slow
 def test_same_scenes_and_pixels_as_make_dataset(dataset: RenderedClevrDataset, tmp_path: Path) -> None:
     for i, scene in enumerate(sample_scenes(3, 0)):
         for k in range(3):
@@ -101,6 +102,7 @@ def test_data_loader_renders_a_batch_at_once(dataset: RenderedClevrDataset, rend
     assert torch.equal(images[3], dataset[3][0])
 
 
+@pytest.mark.slow
 def test_cache_renders_each_item_once_and_changes_nothing(dataset: RenderedClevrDataset, render_calls: list[int]) -> None:
     cached = RenderedClevrDataset(**TINY, cache=True)
     calls = render_calls

@@ -120,6 +120,7 @@ def test_resume_refuses_other_noise_or_model_settings(tmp_path: Path) -> None:
         wider.train()
 
 
+@pytest.mark.slow
 def test_resume_with_other_optimisation_settings_is_logged_and_recorded(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     trainer(tmp_path, 2).train()
     with caplog.at_level(logging.WARNING):
@@ -139,6 +140,7 @@ def test_settings_that_cannot_work_fail_before_training(tmp_path: Path) -> None:
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
 
 
+@pytest.mark.slow
 def test_model_folder_is_replaced_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = trainer(tmp_path, 2)
     first.train()
@@ -160,6 +162,7 @@ def test_model_folder_is_replaced_whole_or_not_at_all(tmp_path: Path, monkeypatc
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow
 def test_stale_temporaries_of_a_killed_run_are_removed_at_start(tmp_path: Path) -> None:
     trainer(tmp_path, 2).train()
     folders = [

@@ -35,6 +35,7 @@ def sampler(tiny_unet) -> DDPMSampler:  # type: ignore[no-untyped-def]
     return DDPMSampler(tiny_unet, NoiseConfig(num_train_timesteps=100))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("method", "steps"), [("ddpm", None), ("ddim", 10), ("dpm++", 8), ("unipc", 6)])
 def test_methods_give_images_in_range(sampler: DDPMSampler, method: str, steps: int | None) -> None:
     out = sampler.sample(LABELS, method=method, num_inference_steps=steps, seed=0, progress=False)
@@ -44,6 +45,7 @@ def test_methods_give_images_in_range(sampler: DDPMSampler, method: str, steps: 
     assert out.labels == LABELS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["ddpm", "ddim", "dpm++", "unipc"])
 def test_same_seed_same_images_other_seed_other_images(sampler: DDPMSampler, method: str) -> None:
     kwargs = dict(method=method, num_inference_steps=10, progress=False)
@@ -208,6 +210,7 @@ def test_explicit_steps_and_method_win_over_the_preset(sampler: DDPMSampler) -> 
         sampler.sample(LABELS, preset="ddpm-1000", num_inference_steps=101, progress=False)
 
 
+@pytest.mark.slow
 def test_preset_sets_the_same_images_as_its_method_and_steps(sampler: DDPMSampler) -> None:
     a = sampler.sample(LABELS, preset="unipc-10", guidance_scale=2.0, seed=1, progress=False).images
     b = sampler.sample(LABELS, method="unipc", num_inference_steps=10, guidance_scale=2.0, seed=1, progress=False).images

@@ -59,6 +59,7 @@ def test_loss_goes_down_and_outputs_are_written(reference_run: DDPMTrainer) -> N
     assert TrainerConfig.load(out / "trainer_config.json") == reference_run.config
 
 
+@pytest.mark.slow
 def test_finished_model_loads_and_samples(reference_run: DDPMTrainer) -> None:
     sampler = DDPMSampler.from_pretrained(reference_run.model_dir)
     assert same_weights(sampler.model.state_dict(), reference_run.ema.state_dict())
@@ -121,6 +122,7 @@ def test_kill_9_loses_nothing(reference_run: DDPMTrainer, tmp_path: Path) -> Non
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_resume_with_another_model_fails_clearly(reference_run: DDPMTrainer, tmp_path: Path) -> None:
     shutil.copytree(reference_run.output_dir / "checkpoints", tmp_path / "checkpoints")
     other = ConditionalUNet(base_channels=16, channel_mults=(1, 2), attention_stages=(), sample_size=16)
@@ -142,6 +144,7 @@ def test_checkpoint_contents(reference_run: DDPMTrainer) -> None:
     assert state["noise_config"]["num_train_timesteps"] == 100
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_and_bad_data(tmp_path: Path, tiny_unet, colour_dataset) -> None:  # type: ignore[no-untyped-def]
     trainer = DDPMTrainer(
         tiny_unet, colour_dataset, output_dir=str(tmp_path), max_steps=3, batch_size=4, gradient_accumulation_steps=2,
@@ -166,6 +169,7 @@ def test_label_dropout_is_applied(tiny_unet, colour_dataset, tmp_path: Path) -> 
     assert torch.equal(seen[0][seen[0].sum(dim=1) > 0].sum(dim=1), torch.ones(int((seen[0].sum(dim=1) > 0).sum())))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flip", [True, False])
 def test_random_flip(tiny_unet, tmp_path: Path, flip: bool) -> None:  # type: ignore[no-untyped-def]
     images = torch.linspace(-1, 1, 16).expand(64, 3, 16, 16).clone()  # a left-to-right ramp
@@ -196,6 +200,7 @@ def test_bf16_mixed_precision_on_cpu(tiny_unet, colour_dataset, tmp_path: Path) 
     assert trainer.mixed_precision == "bf16"
 
 
+@pytest.mark.slow
 def test_periodic_sample_grids(tiny_unet, colour_dataset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     trainer = DDPMTrainer(
         tiny_unet, colour_dataset, output_dir=str(tmp_path), max_steps=4, batch_size=8, sample_every=2,
