@@ -524,10 +524,11 @@ class DDPMTrainer:
         optimisation settings (main process)."""
         state = ckpt.read_state(checkpoint)
         model_config = type(self.model.config)
-        saved_model = {k: v for k, v in _as_json(model_config.from_dict(state["model_config"]).to_dict()).items()}
+        saved_model = _as_json(model_config.from_dict(state["model_config"]).to_dict())
         current_model = _as_json(self.model.config.to_dict())
         for field in _INFORMATIVE_MODEL_FIELDS:
-            saved_model.pop(field, None), current_model.pop(field, None)
+            saved_model.pop(field, None)
+            current_model.pop(field, None)
         noise_config = type(self.noise.config)
         differences = [
             *_differences("noise", _as_json(noise_config.from_dict(state["noise_config"]).to_dict()), _as_json(self.noise.config.to_dict())),
