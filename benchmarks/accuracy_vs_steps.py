@@ -25,6 +25,7 @@ import torch
 from clevr_diffusion import DDPMSampler, load_conditions
 from clevr_diffusion.cli.options import model_location
 from clevr_diffusion.evaluation.evaluate import load_evaluator
+from clevr_diffusion.utils.images import as_saved_png
 from clevr_diffusion.utils.plotting import plot_lines
 
 FILES = ("test", "new_test")
@@ -81,8 +82,7 @@ def main() -> int:
                         if images.shape[-1] != 64:
                             # The evaluator judges 64 x 64: a smaller model's images are enlarged.
                             images = torch.nn.functional.interpolate(images, size=(64, 64), mode="bilinear").clamp(-1, 1)
-                        # Scored as saved PNGs are: rounded to 8 bits.
-                        images = (images.add(1).mul(127.5).round() / 127.5 - 1).to(device)
+                        images = as_saved_png(images).to(device)  # scored as saved PNGs are: 8 bits
                         scores.append(evaluator.accuracy(images, labels).label_accuracy)
                     mean = statistics.fmean(scores)
                     spread = f" +-{statistics.stdev(scores):.3f}" if len(scores) > 1 else ""

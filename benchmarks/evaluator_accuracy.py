@@ -31,6 +31,7 @@ from clevr_diffusion import Vocabulary
 from clevr_diffusion.evaluation import ClevrEvaluator, heldout_accuracy, label_accuracy
 from clevr_diffusion.render import Scene, load_scenes, render
 from clevr_diffusion.render.sampling import scene_at
+from clevr_diffusion.utils.images import as_saved_png
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "blender"
 CLEVR_SEED = 20_000  # no training run or other check draws scenes from this seed
@@ -84,7 +85,7 @@ def main() -> int:
             render(fresh[s : s + 64], 64, 64, "square", seed=CLEVR_SEED, scene_offset=s).images
             for s in range(0, len(fresh), 64)
         ])  # fmt: skip
-        probs = evaluator.predict((pixels * 255).round() / 127.5 - 1)
+        probs = evaluator.predict(as_saved_png(pixels * 2 - 1))
         labels = vocabulary.encode_batch([s.label_names for s in fresh])
         print(f"fresh full-CLEVR renders ({args.clevr} images, 3-6 objects): {label_accuracy(probs, labels)}")
         for size, (hits, total) in label_hits_by_size(fresh, probs, vocabulary).items():

@@ -110,7 +110,7 @@ def library_step(args: argparse.Namespace, data: RenderedClevrDataset, batch_siz
         trainer = DDPMTrainer(build_model(args), data, NoiseProcess(), config)
         trainer.train()
         rows = trainer.metrics()
-    windows = [(row["step"] - before["step"], row["step_ms"]) for before, row in zip(rows, rows[1:])]
+    windows = [(row["step"] - before["step"], row["step_ms"]) for before, row in zip(rows, rows[1:], strict=False)]
     steps = sum(n for n, _ in windows)
     ms_per_step = sum(n * ms for n, ms in windows) / steps
     name = "library" + (" compiled" if compile_model else "")

@@ -40,7 +40,7 @@ def main() -> None:
 
         # object_ids holds, per pixel, the index of the object seen there (-1 backdrop), so a
         # mask of one object is `ids == i`; its sum is the object's visible pixel count.
-        for n, (scene, ids) in enumerate(zip(scenes, out.object_ids)):
+        for n, (scene, ids) in enumerate(zip(scenes, out.object_ids, strict=True)):
             counts = ", ".join(
                 f"{o.color} {o.shape} {int((ids == i).sum())} px" for i, o in enumerate(scene.objects)
             )

@@ -58,7 +58,7 @@ def main() -> None:
         folder = model.save_pretrained(Path(tmp) / "tiny-unet")
         print("saved:", sorted(p.name for p in folder.iterdir()))
         loaded = ConditionalUNet.from_pretrained(folder)  # eval mode, on the CPU
-        same = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+        same = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True))
         print("weights identical after loading:", same, "| training mode:", loaded.training)
         with torch.no_grad():
             model.eval()

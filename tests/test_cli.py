@@ -230,12 +230,11 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], *expected: str) -> str:
 @pytest.fixture
 def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make every command's first real work (loading a model, building data, rendering) fail the test."""
+    import clevr_diffusion.evaluation.evaluate  # noqa: F401 (the module; the package's `evaluate` is the function)
     from clevr_diffusion import DDPMSampler
     from clevr_diffusion.cli import train as train_command
     from clevr_diffusion.data import toy
     from clevr_diffusion.render import dataset_writer, scene
-
-    import clevr_diffusion.evaluation.evaluate  # noqa: F401 (the module; the package's `evaluate` is the function)
 
     def work(*args: object, **kwargs: object) -> None:
         raise AssertionError("the command started working before checking its options")

@@ -17,7 +17,6 @@ from clevr_diffusion.evaluation.evaluate import DENOISING_LABELS, EvaluationResu
 
 from conftest import TINY_UNET
 
-
 SIZE = TINY_UNET.sample_size  # the tiny model draws 16 px images
 SAMPLE = dict(method="ddim", num_inference_steps=2, progress=False)
 FAST = dict(SAMPLE, device="cpu")  # evaluate() would pick CUDA where there is one
@@ -320,9 +319,9 @@ def test_cli_evaluates_a_model_by_hub_repo_id(
 ) -> None:
     import os
 
-    from hub_server import HubServer
-
     from clevr_diffusion.hub import push_folder
+
+    from hub_server import HubServer
 
     server = HubServer(port=int(os.environ["HF_ENDPOINT"].rsplit(":", 1)[1])).start()
     try:

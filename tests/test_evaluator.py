@@ -21,11 +21,9 @@ from clevr_diffusion.evaluation import (
     render_training_set,
     train_evaluator,
 )
-from clevr_diffusion.models.serialization import (
-    CheckpointMismatchError,
-    load_safetensors,
-    load_sharded_safetensors,
-)
+from clevr_diffusion.model_folder.layout import weight_set
+from clevr_diffusion.model_folder.weights import load_weights, read_weights_metadata
+from clevr_diffusion.models.serialization import CheckpointMismatchError, load_safetensors
 
 KEYS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "resnet18_keys.json"
 
@@ -150,18 +148,30 @@ def test_metric_by_hand() -> None:
 
 
 def test_bundle_round_trip_in_small_shards(tmp_path: Path) -> None:
+    from huggingface_hub import load_torch_model
+
+    from clevr_diffusion.models.resnet import ResNet18
+
     evaluator = ClevrEvaluator(pretrained=False)
     paths = evaluator.save_bundle(tmp_path, max_bytes=8 * 2**20)
-    assert len(paths) >= 3 and all(p.stat().st_size <= 8 * 2**20 + 2**20 for p in paths)
-    state = load_sharded_safetensors(tmp_path, "evaluator")
+    shards, index = paths[:-1], paths[-1]
+    assert index.name == "evaluator.safetensors.index.json"  # the Hugging Face layout
+    assert len(shards) >= 3 and all(p.stat().st_size <= 8 * 2**20 + 2**20 for p in shards)
+    state = load_weights(weight_set(tmp_path, "evaluator"))
     assert all(torch.allclose(state[k].float(), v.float(), atol=1e-2, rtol=1e-3) for k, v in evaluator.state_dict().items())
-    paths[1].unlink()
-    with pytest.raises(FileNotFoundError, match="shards"):
-        load_sharded_safetensors(tmp_path, "evaluator")
+    # huggingface_hub reads the folder on its own, strictly.
+    other = ResNet18()
+    # strict=False: huggingface_hub 0.27 checks each shard alone with strict=True; the keys are checked here.
+    result = load_torch_model(other, tmp_path, strict=False, filename_pattern="evaluator{suffix}.safetensors")
+    assert not result.missing_keys and not result.unexpected_keys
+    assert all(torch.equal(other.state_dict()[k], v.float()) for k, v in state.items())
+    shards[1].unlink()
+    with pytest.raises(FileNotFoundError, match=f"shards: missing {shards[1].name}"):
+        load_weights(weight_set(tmp_path, "evaluator"))
 
 
 def test_finer_variant_keeps_the_official_layout_and_doubles_feature_resolution() -> None:
-    from clevr_diffusion.evaluation.resnet import ResNet18
+    from clevr_diffusion.models.resnet import ResNet18
 
     plain, finer = ResNet18(), ResNet18(maxpool=False)
     assert {k: v.shape for k, v in plain.state_dict().items()} == {k: v.shape for k, v in finer.state_dict().items()}
@@ -175,7 +185,7 @@ def test_finer_variant_keeps_the_official_layout_and_doubles_feature_resolution(
 
 @pytest.mark.slow
 def test_weights_files_record_the_layout(tmp_path: Path) -> None:
-    from clevr_diffusion.evaluation.resnet import maxpool_from_metadata
+    from clevr_diffusion.models.resnet import maxpool_from_metadata
     from clevr_diffusion.models.serialization import read_safetensors_metadata, save_safetensors
 
     torch.manual_seed(0)
@@ -188,7 +198,7 @@ def test_weights_files_record_the_layout(tmp_path: Path) -> None:
     official.load_state_dict(finer.state_dict())
     assert not torch.allclose(official(images), finer(images), atol=1e-3)
     finer.save_bundle(tmp_path / "bundle")
-    assert all(read_safetensors_metadata(p)["maxpool"] == "false" for p in (tmp_path / "bundle").glob("*.safetensors"))
+    assert read_weights_metadata(weight_set(tmp_path / "bundle", "evaluator"))["maxpool"] == "false"
     # Files without the entry (older ones, other tools) are in the official layout.
     save_safetensors(official.state_dict(), tmp_path / "bare.safetensors")
     assert ClevrEvaluator.from_file(tmp_path / "bare.safetensors").uses_maxpool
@@ -234,12 +244,24 @@ def test_train_evaluator_runs_and_resumes(tmp_path: Path) -> None:
     resumed = ClevrEvaluator.from_file(train_evaluator(config2, progress=False)).state_dict()
     assert all(torch.allclose(straight[k].float(), resumed[k].float(), atol=1e-5) for k in straight)
     assert json.loads((tmp_path / "ev" / "config.json").read_text())["num_images"] == 24
+    # The optimiser state is a checkpoint of training/checkpoint.py: safetensors, no pickle.
+    assert (tmp_path / "ev" / "optimizer.safetensors").is_file() and not (tmp_path / "ev" / "optimizer.pt").exists()
+    # A run from before (its optimiser state a torch.save pickle) resumes alike.
+    from clevr_diffusion.training.checkpoint import load_optimizer
+
+    config3 = config2.replace(output_dir=str(tmp_path / "ev3"), max_steps=2)
+    train_evaluator(config3, progress=False)
+    old = tmp_path / "ev3" / "optimizer.safetensors"
+    torch.save(load_optimizer(old), tmp_path / "ev3" / "optimizer.pt")
+    old.unlink()
+    legacy = ClevrEvaluator.from_file(train_evaluator(config3.replace(max_steps=4), progress=False)).state_dict()
+    assert all(torch.allclose(straight[k].float(), legacy[k].float(), atol=1e-5) for k in straight)
 
 
 @pytest.mark.slow
 def test_training_set_shading_follows_the_config(tmp_path: Path) -> None:
-    from clevr_diffusion.evaluation.training import _scene
     from clevr_diffusion.render import render
+    from clevr_diffusion.training.evaluator import _scene
 
     config = EvaluatorTrainingConfig(output_dir=str(tmp_path / "a"), num_images=3, batch_size=3, supersample=2,
                                      shaded_per_pixel=4, clevr_fraction=1.0)  # fmt: skip
@@ -279,7 +301,7 @@ def test_train_evaluator_command(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert code == 0
     out = capsys.readouterr().out
     assert "evaluator.safetensors" in out and "held-out accuracy on 8" in out and "bundle:" in out
-    bundled = load_sharded_safetensors(tmp_path / "bundle", "evaluator")
+    bundled = load_weights(weight_set(tmp_path / "bundle", "evaluator"))
     assert all(v.dtype == torch.float16 for v in bundled.values() if v.is_floating_point())
     config = EvaluatorTrainingConfig.load(tmp_path / "ev" / "config.json")
     assert config.mixed_precision == "bf16" and config.workers == 2 and not config.maxpool

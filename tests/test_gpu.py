@@ -54,5 +54,5 @@ def test_rendered_cache_on_cuda_matches_rendering_each_time() -> None:
     plain = RenderedClevrDataset(num_scenes=2, image_size=16, supersample=1, device="cuda")
     cached = RenderedClevrDataset(num_scenes=2, image_size=16, supersample=1, device="cuda", cache=True)
     for _ in range(2):  # the second read comes from the cache
-        for (a, la), (b, lb) in zip(plain.__getitems__([0, 3, 5]), cached.__getitems__([0, 3, 5])):
+        for (a, la), (b, lb) in zip(plain.__getitems__([0, 3, 5]), cached.__getitems__([0, 3, 5]), strict=True):
             assert a.device.type == "cuda" and torch.equal(a, b) and torch.equal(la, lb)

@@ -129,7 +129,7 @@ def _messy_name_lists(draw: st.DrawFn) -> tuple[list[str], list[str]]:
             colour = "grey"
         text = f"{draw(_SPACES)}{colour}{draw(_GAPS)}{shape}{draw(_SPACES)}"
         upper = draw(st.lists(st.booleans(), min_size=len(text), max_size=len(text)))
-        messy.append("".join(c.upper() if up else c for c, up in zip(text, upper)))
+        messy.append("".join(c.upper() if up else c for c, up in zip(text, upper, strict=True)))
     return names, messy
 
 

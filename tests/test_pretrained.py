@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import load_torch_model
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from clevr_diffusion import DEFAULT_MODEL, ConditionalUNet, DDPMSampler, NoiseConfig, SamplingConfig, export_bundle
-from clevr_diffusion import pretrained
+from clevr_diffusion import (
+    DEFAULT_MODEL,
+    ConditionalUNet,
+    DDPMSampler,
+    NoiseConfig,
+    SamplingConfig,
+    export_bundle,
+    pretrained,
+)
 from clevr_diffusion.cli import main
+from clevr_diffusion.model_folder import bundled
 from clevr_diffusion.pretrained import bundled_model_dir, bundled_models_root
 
 
@@ -34,7 +44,7 @@ def bundle_root(model_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     """The package's bundled models replaced by a tmp folder holding the tiny model as the default."""
     root = tmp_path / "resources" / "models"
     export_bundle(model_folder, root / DEFAULT_MODEL)
-    monkeypatch.setattr(pretrained, "bundled_models_root", lambda: root)
+    monkeypatch.setattr(bundled, "bundled_models_root", lambda: root)
     return root
 
 
@@ -48,11 +58,11 @@ def test_export_round_trip_is_float16_ema_and_samples_like_the_original(model_fo
     out = export_bundle(model_folder, tmp_path / "bundle")
     names = {p.name for p in out.iterdir()}
     assert names == {
-        "model_ema-00001-of-00001.safetensors", "config.json", "scheduler_config.json", "sampler_config.json", "README.md",
+        "model_ema.safetensors", "config.json", "scheduler_config.json", "sampler_config.json", "README.md",
     }  # fmt: skip
     for name in ("config.json", "scheduler_config.json", "sampler_config.json"):
         assert json.loads((out / name).read_text()) == json.loads((model_folder / name).read_text())
-    stored = load_file(str(out / "model_ema-00001-of-00001.safetensors"))
+    stored = load_file(str(out / "model_ema.safetensors"))  # one shard: a single file, as huggingface_hub writes it
     assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
 
     original = DDPMSampler.from_pretrained(model_folder)  # float32 EMA weights
@@ -78,13 +88,21 @@ def test_export_splits_into_shards_of_at_most_max_bytes(model_folder: Path, tmp_
     shards = sorted(out.glob("model_ema-*.safetensors"))
     assert len(shards) >= 5
     assert all(_shard_data_bytes(p) <= limit for p in shards)
+    index = json.loads((out / "model_ema.safetensors.index.json").read_text())
+    assert sorted(set(index["weight_map"].values())) == [p.name for p in shards]
     whole = export_bundle(model_folder, tmp_path / "whole")
     split, single = ConditionalUNet.from_pretrained(out), ConditionalUNet.from_pretrained(whole)
     for key, value in split.state_dict().items():
         assert torch.equal(value, single.state_dict()[key])
+    # Hub tools read the shards through the index, strictly, with no help from us.
+    other = ConditionalUNet(split.config)
+    # strict=False: huggingface_hub 0.27 checks each shard alone with strict=True; the keys are checked here.
+    result = load_torch_model(other, out, strict=False, filename_pattern="model_ema{suffix}.safetensors")
+    assert not result.missing_keys and not result.unexpected_keys
+    assert all(torch.equal(v.float(), split.state_dict()[k]) for k, v in other.state_dict().items())
     # Exporting again with bigger shards replaces the old set instead of mixing with it.
     export_bundle(model_folder, out, overwrite=True)
-    assert [p.name for p in out.glob("model_ema-*.safetensors")] == ["model_ema-00001-of-00001.safetensors"]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("model")) == ["model_ema.safetensors"]
 
 
 def test_a_missing_shard_is_a_clear_error(model_folder: Path, tmp_path: Path) -> None:
@@ -97,10 +115,10 @@ def test_a_missing_shard_is_a_clear_error(model_folder: Path, tmp_path: Path) ->
 
 def test_export_from_a_run_folder_a_sampler_and_without_ema(sampler: DDPMSampler, model_folder: Path, tmp_path: Path) -> None:
     from_run = export_bundle(model_folder.parent, tmp_path / "from_run")  # RUN, not RUN/model
-    assert (from_run / "model_ema-00001-of-00001.safetensors").is_file()
+    assert (from_run / "model_ema.safetensors").is_file()
     # A sampler is exported as it is: raw weights, loaded whatever use_ema says.
     from_sampler = export_bundle(sampler, tmp_path / "from_sampler", sampling={"preset": "unipc-10"})
-    assert [p.name for p in from_sampler.glob("*.safetensors")] == ["model-00001-of-00001.safetensors"]
+    assert [p.name for p in from_sampler.glob("*.safetensors")] == ["model.safetensors"]
     loaded = DDPMSampler.from_pretrained(from_sampler, use_ema=False)
     assert loaded.config.preset == "unipc-10" and loaded.config.method == "unipc"
     for key, value in loaded.model.state_dict().items():
@@ -141,7 +159,7 @@ def test_export_refuses_a_non_empty_folder_and_overwrite_replaces_it_whole(
     assert _snapshot(out) == before  # nothing deleted, nothing added
     export_bundle(sampler, out, overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == [
-        "README.md", "config.json", "model-00001-of-00001.safetensors", "sampler_config.json", "scheduler_config.json",
+        "README.md", "config.json", "model.safetensors", "sampler_config.json", "scheduler_config.json",
     ]  # fmt: skip
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left beside it
     (tmp_path / "file").write_text("x")
@@ -168,7 +186,7 @@ def test_an_interrupted_overwrite_leaves_the_old_bundle_whole(
             export_bundle(model_folder, out, overwrite=True)
     assert _snapshot(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "run"]
     export_bundle(model_folder, out, overwrite=True)  # larger shards: one file, none of the old ones
-    assert sorted(p.name for p in out.glob("*.safetensors")) == ["model_ema-00001-of-00001.safetensors"]
+    assert sorted(p.name for p in out.glob("model*")) == ["model_ema.safetensors"]
     assert (out / "README.md").read_text() == "# my card\n"
 
 
@@ -246,7 +264,7 @@ def test_cli_export_model_refuses_a_model_in_dest_unless_overwrite(
     assert err.count("\n") == 1 and str(out) in err and "--overwrite" in err and "Traceback" not in err
     assert _snapshot(out) == before  # the weights already there are kept
     assert main(["export-model", str(model_folder), str(out), "--overwrite"]) == 0
-    assert [p.name for p in out.glob("*.safetensors")] == ["model_ema-00001-of-00001.safetensors"]
+    assert sorted(p.name for p in out.glob("model*")) == ["model_ema.safetensors"]
 
 
 @pytest.mark.slow
@@ -272,7 +290,7 @@ def test_demo_draws_and_scores_both_files_with_the_bundled_model(bundle_root: Pa
 
 
 def test_demo_without_a_bundled_model_fails_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(pretrained, "bundled_models_root", lambda: tmp_path / "empty")
+    monkeypatch.setattr(bundled, "bundled_models_root", lambda: tmp_path / "empty")
     assert main(["demo", "--output-dir", str(tmp_path / "demo")]) == 2
     error = capsys.readouterr().err
     assert f"{DEFAULT_MODEL!r} is not bundled" in error and "demo --train" in error
@@ -304,6 +322,26 @@ def test_every_shipped_bundle_is_float16_shards_under_15_mib() -> None:
             with safe_open(str(p), framework="pt") as f:
                 assert all(f.get_slice(k).get_dtype() in ("F16", "I64", "I32") for k in f.keys()), p
         ConditionalUNet.from_pretrained(folder)  # complete, strict keys
+        # In the Hugging Face layout: huggingface_hub alone loads the shards through their index.
+        assert (folder / "model_ema.safetensors.index.json").is_file(), folder
+        network = ConditionalUNet.from_config(json.loads((folder / "config.json").read_text()))
+        loaded = load_torch_model(network, folder, strict=False, filename_pattern="model_ema{suffix}.safetensors")
+        assert not loaded.missing_keys and not loaded.unexpected_keys  # strict=False: see above
+
+
+def test_bundles_from_before_the_index_still_load(tmp_path: Path) -> None:
+    """Bundles exported before the Hugging Face index existed hold the shards alone; they load alike."""
+    shipped = bundled_model_dir()
+    old = tmp_path / "old-bundle"
+    shutil.copytree(shipped, old, ignore=shutil.ignore_patterns("*.index.json"))
+    assert not list(old.glob("*.index.json")) and len(list(old.glob("model_ema-*.safetensors"))) == 2
+    legacy, current = DDPMSampler.from_pretrained(old), DDPMSampler.from_pretrained()
+    assert legacy.config == current.config
+    for key, value in current.model.state_dict().items():
+        assert torch.equal(legacy.model.state_dict()[key], value)
+    next(old.glob("model_ema-00002-*.safetensors")).unlink()
+    with pytest.raises(FileNotFoundError, match="incomplete set of model_ema weight shards: missing model_ema-00002-of-00002"):
+        ConditionalUNet.from_pretrained(old)
 
 
 @pytest.mark.slow

@@ -109,7 +109,7 @@ def test_cache_renders_each_item_once_and_changes_nothing(dataset: RenderedClevr
     first = cached.__getitems__([2, 5, 7])
     again = cached.__getitems__([7, 2, 8, -1])  # 8 and -1 are the same item, not yet rendered
     assert calls == [3, 1]  # item 8 (also -1) rendered once
-    for (image, label), index in zip(first + again, [2, 5, 7, 7, 2, 8, 8]):
+    for (image, label), index in zip(first + again, [2, 5, 7, 7, 2, 8, 8], strict=True):
         assert torch.equal(image, dataset[index][0]) and torch.equal(label, dataset[index][1])
     assert "cache=True" in repr(cached)
 

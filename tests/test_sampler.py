@@ -343,7 +343,7 @@ def test_composable_plan_has_one_row_per_object_plus_one_per_image(objects: list
     for row, b in enumerate(plan.owner.tolist()):  # each conditional row: one of its image's objects
         (index,) = plan.labels[row].nonzero().flatten().tolist()
         assert index in objects[b]
-    assert {(b, i) for b, i in zip(plan.owner.tolist(), plan.labels[:count].argmax(1).tolist())} == {
+    assert {(b, i) for b, i in zip(plan.owner.tolist(), plan.labels[:count].argmax(1).tolist(), strict=True)} == {
         (b, i) for b, items in enumerate(objects) for i in items
     }
     assert torch.equal(plan.labels[count:], torch.zeros(len(objects), 24))
@@ -573,3 +573,47 @@ def test_trajectory_frames_follow_the_noise_level_not_the_step_count(method: str
     few = build_scheduler("ddim", config.scheduler_config())
     few.set_timesteps(4)
     assert trajectory_steps(few.timesteps, config, 10) == [0, 1, 2, 3]
+
+
+# ------------------------------------------------------------- one object for the settings
+def test_settings_object_draws_what_the_keywords_draw(sampler: DDPMSampler) -> None:
+    from clevr_diffusion import SamplingSettings
+
+    labels = [["red cube"], ["blue sphere", "gray cylinder"]]
+    settings = SamplingSettings(method="ddim", num_inference_steps=4, guidance_scale=2.0, guidance_mode="composable")
+    by_object = sampler.sample(labels, settings, seed=3, progress=False).images
+    by_keywords = sampler.sample(labels, method="ddim", num_inference_steps=4, guidance_scale=2.0,
+                                 guidance_mode="composable", seed=3, progress=False).images  # fmt: skip
+    assert torch.equal(by_object, by_keywords)
+    assert not torch.equal(by_object, sampler.sample(labels, seed=3, progress=False).images)  # the settings mattered
+
+
+def test_which_setting_wins(sampler: DDPMSampler) -> None:
+    """Explicit keyword > settings object > the model's saved config > the defaults, field by field."""
+    from clevr_diffusion import SamplingSettings
+
+    sampler.config = SamplingConfig(method="ddim", num_inference_steps=7, guidance_scale=1.5, guidance_rescale=0.3)
+    assert sampler.resolve() == SamplingSettings(
+        method="ddim", num_inference_steps=7, guidance_scale=1.5, guidance_rescale=0.3, guidance_mode="joint",
+        image_size=sampler.model.config.sample_size,
+    )  # fmt: skip
+    asked = SamplingSettings(guidance_scale=3.0, num_inference_steps=5, image_size=16)
+    chosen = sampler.resolve(asked, guidance_scale=4.0, guidance_rescale=None)  # None: not given
+    assert (chosen.method, chosen.num_inference_steps, chosen.guidance_scale) == ("ddim", 5, 4.0)
+    assert (chosen.guidance_rescale, chosen.image_size, chosen.output_size) == (0.3, 16, None)
+    # A preset in the settings brings its method and steps; an explicit method wins over it.
+    assert sampler.resolve(SamplingSettings(preset="unipc-10")).num_inference_steps == 10
+    assert sampler.resolve(SamplingSettings(preset="unipc-10"), method="ddpm").method == "ddpm"
+    with pytest.raises(TypeError):
+        sampler.resolve(steps=3)  # not a field: a typo fails instead of being ignored
+
+
+def test_command_line_options_become_one_settings_object() -> None:
+    from clevr_diffusion import SamplingSettings
+    from clevr_diffusion.cli import build_parser
+    from clevr_diffusion.cli.options import sampling_settings
+
+    options = ["--labels", "red cube", "--preset", "dpm++-20", "--guidance", "2", "--guidance-mode", "composable"]
+    args = build_parser().parse_args(["sample", *options])
+    assert sampling_settings(args) == SamplingSettings(preset="dpm++-20", guidance_scale=2.0, guidance_mode="composable")
+    assert sampling_settings(build_parser().parse_args(["evaluate"])) == SamplingSettings()

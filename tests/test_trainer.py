@@ -18,8 +18,8 @@ from diffusers import DDPMScheduler
 from torch.utils.data import DataLoader
 
 from clevr_diffusion import CheckpointMismatchError, ConditionalUNet, DDPMSampler, DDPMTrainer, TrainerConfig
-from clevr_diffusion.training import trainer as trainer_module
 from clevr_diffusion.models.serialization import load_safetensors
+from clevr_diffusion.training import trainer as trainer_module
 from clevr_diffusion.training.checkpoint import list_checkpoints
 from clevr_diffusion.training.data_order import EpochBatchSampler
 from clevr_diffusion.training.ema import EMA
@@ -459,3 +459,16 @@ def test_example_accelerate_configs(name: str, machines: int, processes: int) ->
     assert (config.num_machines, config.num_processes, config.mixed_precision) == (machines, processes, "bf16")
     if machines > 1:
         assert config.main_process_ip and config.main_process_port and config.machine_rank == 0
+
+
+def test_one_learning_rate_schedule_for_every_trainer() -> None:
+    from clevr_diffusion.training.schedule import learning_rate_at
+
+    config = TrainerConfig(max_steps=100, learning_rate=1e-3, warmup_steps=10, lr_schedule="cosine")
+    assert [config.learning_rate_at(s) for s in range(100)] == [learning_rate_at(s, 1e-3, 10, 100, "cosine") for s in range(100)]
+    assert learning_rate_at(0, 1.0, 10, 100) == pytest.approx(0.1) and learning_rate_at(9, 1.0, 10, 100) == 1.0
+    assert learning_rate_at(55, 1.0, 10, 100, "cosine") == pytest.approx(0.5)  # half way down the cosine
+    assert learning_rate_at(99, 1.0, 10, 100, "cosine") < 1e-3 and learning_rate_at(99, 1.0, 10, 100) == 1.0
+    assert learning_rate_at(0, 2.0, 0, 10, "cosine") == 2.0  # no warm-up
+    with pytest.raises(ValueError, match="unknown learning-rate schedule 'linear'"):
+        learning_rate_at(0, 1.0, 0, 10, "linear")

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -166,3 +167,16 @@ def test_atomic_files_get_ordinary_permissions(tmp_path: Path) -> None:
         os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o644
     assert weights.stat().st_mode & 0o777 == 0o644
+
+
+def test_as_saved_png_is_what_the_png_reads_back(tmp_path: Path) -> None:
+    from clevr_diffusion.utils.images import as_saved_png, save_images
+
+    torch.manual_seed(0)
+    images = torch.rand(3, 3, 8, 8) * 2.2 - 1.1  # a little outside [-1, 1] too: clamped like the PNG
+    save_images(images, tmp_path)
+    read = torch.stack([
+        torch.from_numpy(np.array(Image.open(tmp_path / f"{i}.png"))).permute(2, 0, 1).float() / 127.5 - 1 for i in range(3)
+    ])  # fmt: skip
+    assert torch.equal(as_saved_png(images), read)
+    assert torch.equal(to_uint8(images), ((read + 1) * 127.5).round().to(torch.uint8))

@@ -16,9 +16,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from conftest import TINY_UNET, LabelledColours  # noqa: E402
-
 from clevr_diffusion import ConditionalUNet, DDPMTrainer, NoiseConfig  # noqa: E402
+
+from conftest import TINY_UNET, LabelledColours  # noqa: E402
 
 TRAINER_SETTINGS = dict(
     batch_size=8,

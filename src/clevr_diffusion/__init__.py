@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "NoiseProcess": ".diffusion",
     "SampleOutput": ".diffusion",
     "SamplingConfig": ".diffusion",
+    "SamplingSettings": ".diffusion",
     "COLORS": ".labels",
     "OBJECT_NAMES": ".labels",
     "SHAPES": ".labels",
@@ -50,9 +51,10 @@ _EXPORTS: dict[str, str] = {
 """Where each public name lives; its module is imported on first access (PEP 562)."""
 
 if TYPE_CHECKING:  # what type checkers and the API docs see
+    from .constants import DEFAULT_MODEL
     from .data import ClevrDataset, DatasetError, RenderedClevrDataset, make_toy_dataset
+    from .diffusion import DDPMSampler, NoiseConfig, NoiseProcess, SampleOutput, SamplingConfig, SamplingSettings
     from .evaluation import AccuracyResult, ClevrEvaluator, label_accuracy
-    from .diffusion import DDPMSampler, NoiseConfig, NoiseProcess, SampleOutput, SamplingConfig
     from .labels import (
         COLORS,
         OBJECT_NAMES,
@@ -65,7 +67,6 @@ if TYPE_CHECKING:  # what type checkers and the API docs see
         load_conditions,
     )
     from .models import CheckpointMismatchError, ConditionalUNet, UNetConfig
-    from .constants import DEFAULT_MODEL
     from .pretrained import PRETRAINED_MODELS, bundled_model_dir, export_bundle
     from .training import DDPMTrainer, DivergenceError, RunFolderError, TrainerConfig
 else:  # at run time a name's module is imported on its first use
@@ -93,6 +94,7 @@ __all__ = [
     "RunFolderError",
     "SampleOutput",
     "SamplingConfig",
+    "SamplingSettings",
     "TrainerConfig",
     "UNetConfig",
     "Vocabulary",

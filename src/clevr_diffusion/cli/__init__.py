@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from .. import __version__
-from ..hub import HubUnreachableError
+from ..model_folder import HubUnreachableError
+
 # The command modules import torch and the library inside their `run` functions only, so building
 # the parser (`--help`, a usage error) stays well under a second.
 from . import data, demo, evaluate, evaluator, export, push, render, sample, train

@@ -11,16 +11,8 @@ import logging
 import time
 from pathlib import Path
 
-from typing import TYPE_CHECKING
-
 from ..constants import CONDITION_SETS, DEFAULT_MODEL, SAMPLING_PRESETS
 from .options import add_device_option, add_model_option, check_output_dir, positive_int
-
-if TYPE_CHECKING:
-    import torch
-
-    from ..evaluation.evaluator import ClevrEvaluator
-    from ..evaluation.metrics import AccuracyResult
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +32,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
             f"({DEFAULT_MODEL}) draws the 32 label sets of the benchmark's test.json and the 32 of\n"
             "new_test.json with a fast sampler, saves the two 8 x 4 grids (OUTPUT_DIR/test_grid.png,\n"
             "OUTPUT_DIR/new_test_grid.png) and prints the bundled evaluator's accuracy on each,\n"
-            "in well under a minute.\n\n"
+            "in well under a minute. It runs `evaluate`, so OUTPUT_DIR also holds what that\n"
+            "writes: the images (images/test/0.png ...), the denoising row and report.md.\n\n"
             "With --train it runs the whole pipeline instead, in a few minutes: renders an\n"
             "i-CLEVR-style data set at 64 x 64 with the built-in renderer, trains a small\n"
             "ConditionalUNet on it at 32 x 32 pixels, then samples the 32 label sets of test.json\n"
@@ -89,51 +82,42 @@ def run(args: argparse.Namespace) -> int:
     return _sample_pretrained(args)
 
 
-def _score(evaluator: ClevrEvaluator, images: torch.Tensor, label_sets: list[list[str]]) -> AccuracyResult:
-    """The evaluator's accuracy on ``images`` (B, 3, H, W) in [-1, 1], as their PNGs read back
-    (8-bit), the way `clevr-diffusion evaluate` scores them."""
-    from ..evaluation.evaluate import _as_saved
-    from ..labels import encode_batch
+def _sample_pretrained(args: argparse.Namespace) -> int:
+    """The default demo: `evaluate` a pretrained model on both condition files, quickly."""
+    from ..diffusion.sampler import DDPMSampler
+    from ..diffusion.settings import SamplingSettings
+    from ..evaluation.evaluate import evaluate
+    from ..evaluation.evaluator import ClevrEvaluator
+    from ..model_folder import bundled_model_name
 
+    started = time.perf_counter()
+    sampler = DDPMSampler.from_pretrained(args.model, device=args.device)
+    evaluator = ClevrEvaluator(device=args.device)
+    settings = SamplingSettings(
+        preset=args.preset or sampler.config.preset or DEMO_PRESET, guidance_scale=args.guidance
+    )
+    chosen = sampler.resolve(settings)
+    size = chosen.output_size or chosen.image_size
+    name = bundled_model_name(args.model) or args.model
+    print(
+        f"model: {name}, {sampler.model.num_parameters / 1e6:.1f} M parameters, {size} x {size} images; "
+        f"sampler: {chosen.method}, {chosen.num_inference_steps} steps, guidance {chosen.guidance_scale:g}"
+    )
+    loaded = time.perf_counter()
     # Smaller models draw 32 x 32 images: the evaluator resizes them to its 64 x 64, no news in a demo.
     evaluator_log = logging.getLogger("clevr_diffusion.evaluation.evaluator")
     level = evaluator_log.level
     evaluator_log.setLevel(logging.ERROR)
     try:
-        return evaluator.accuracy(_as_saved(images), encode_batch(label_sets))
+        result = evaluate(sampler, args.output_dir, evaluator, CONDITION_SETS, seed=args.seed, settings=settings)
     finally:
         evaluator_log.setLevel(level)
-
-
-def _sample_pretrained(args: argparse.Namespace) -> int:
-    """The default demo: draw and score both condition files with a pretrained model."""
-    from ..diffusion.sampler import DDPMSampler
-    from ..evaluation.evaluator import ClevrEvaluator
-    from ..labels import load_conditions
-    from ..pretrained import bundled_model_name
-
-    started = time.perf_counter()
-    out: Path = args.output_dir
-    sampler = DDPMSampler.from_pretrained(args.model, device=args.device)
-    evaluator = ClevrEvaluator(device=args.device)
-    preset = args.preset or sampler.config.preset or DEMO_PRESET
-    method, steps, guidance = sampler.resolve_settings(preset=preset, guidance_scale=args.guidance)
-    size = sampler.config.output_size or sampler.config.image_size or sampler.model.config.sample_size
-    name = bundled_model_name(args.model) or args.model
-    print(
-        f"model: {name}, {sampler.model.num_parameters / 1e6:.1f} M parameters, {size} x {size} images; "
-        f"sampler: {method}, {steps} steps, guidance {guidance:g}"
-    )
-    loaded = time.perf_counter()
-    for conditions in CONDITION_SETS:
-        label_sets = load_conditions(conditions)
-        output = sampler.sample(label_sets, preset=preset, guidance_scale=args.guidance, seed=args.seed)
-        grid = output.save_grid(out / f"{conditions}_grid.png", nrow=8, upscale=max(1, 64 // size))
-        result = _score(evaluator, output.images, label_sets)
+    for scored in result.files.values():
         print(
-            f"{conditions}.json: accuracy {result.label_accuracy:.3f} ({result.hits}/{result.total} objects found "
-            f"by the bundled evaluator), grid (8 x 4): {grid}"
+            f"{scored.name}.json: accuracy {scored.accuracy:.3f} ({scored.first.hits}/{scored.first.total} objects "
+            f"found by the bundled evaluator), grid (8 x 4): {scored.grid}"
         )
+    print(f"report: {result.report_md}")
     print(f"time: {loaded - started:.1f} s to load, {time.perf_counter() - loaded:.1f} s to draw and score")
     print('more: clevr-diffusion sample --labels "red sphere, cyan cube" --out one.png; clevr-diffusion demo --train')
     return 0

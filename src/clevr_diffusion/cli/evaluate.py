@@ -14,7 +14,7 @@ from .options import (
     add_sampling_options,
     check_output_dir,
     positive_int,
-    sampling_kwargs,
+    sampling_settings,
 )
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ def _evaluator(args: argparse.Namespace, device: str) -> ClevrEvaluator:
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
     from ..evaluation.evaluate import evaluate
-    from ..pretrained import bundled_model_name, resolve_model_name
+    from ..model_folder import EVALUATION_DIR, bundled_model_name, resolve_model_name
 
     started = time.perf_counter()
     model, bundled = args.model, bundled_model_name(args.model)
@@ -121,11 +121,11 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         out = args.out
     elif bundled is not None:  # never into the installed package
-        out = Path("evaluation") / bundled
+        out = Path(EVALUATION_DIR) / bundled
     elif isinstance(model, str):  # a Hub repo id: not into the download cache
-        out = Path("evaluation") / model.replace("/", "--")
+        out = Path(EVALUATION_DIR) / model.replace("/", "--")
     else:
-        out = model / "evaluation"
+        out = model / EVALUATION_DIR
     check_output_dir(out, "--out")
     device = args.device  # resolved by `main`: cuda when available, else cpu
     evaluator = _evaluator(args, device)
@@ -134,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
         out,
         evaluator=evaluator,
         files=args.conditions or CONDITION_SETS,
-        **sampling_kwargs(args),
+        settings=sampling_settings(args),
+        seed=args.seed,
         compile=args.compile,
         seeds=args.seeds,
         device=device,

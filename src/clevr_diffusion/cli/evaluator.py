@@ -6,8 +6,9 @@ import argparse
 import time
 from pathlib import Path
 
-from ..evaluation.config import EvaluatorTrainingConfig
+from ..constants import MAX_SHARD_BYTES
 from ..render.randomization import DomainRandomization
+from ..training.evaluator_config import EvaluatorTrainingConfig
 from .options import add_device_option, check_output_dir, non_negative_int, positive_float, positive_int
 
 
@@ -59,7 +60,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=positive_int, default=1, help="processes that draw the scenes (default: 1)")
     parser.add_argument(
         "--bundle", type=Path, default=None, metavar="DIR",
-        help="also write the weights as float16 shards of at most 15 MiB into DIR (how the package ships them)",
+        help=f"also write the weights as float16 shards of at most {MAX_SHARD_BYTES / 2**20:g} MiB into DIR (how the "
+        "package ships them)",
     )  # fmt: skip
     parser.set_defaults(run=run)
 
@@ -67,7 +69,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
     from ..evaluation.evaluator import ClevrEvaluator
-    from ..evaluation.training import heldout_accuracy, train_evaluator
+    from ..evaluation.heldout import heldout_accuracy
+    from ..training.evaluator import train_evaluator
 
     if args.images < args.batch_size:
         raise ValueError(f"need --images >= --batch-size, got {args.images} < {args.batch_size}")

@@ -6,10 +6,13 @@ import argparse
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 # Only light modules at the top: every parser is built for `--help`, which must not wait for torch.
 from ..constants import DEFAULT_MODEL, GUIDANCE_MODES, SAMPLING_METHODS, SAMPLING_PRESETS
+
+if TYPE_CHECKING:
+    from ..diffusion.settings import SamplingSettings
 
 __all__ = [
     "DEFAULT_DEVICE_HELP",
@@ -25,7 +28,7 @@ __all__ = [
     "positive_float",
     "positive_int",
     "resolve_device",
-    "sampling_kwargs",
+    "sampling_settings",
 ]
 
 
@@ -178,7 +181,7 @@ def model_location(text: str) -> Path | str:
     (a `str`), else a `Path` (a bundled model's name such as ``clevr-ddpm-small``, which
     ``from_pretrained`` resolves, or a missing folder, which then fails to load with a clear
     message)."""
-    from ..hub import is_repo_id
+    from ..model_folder import is_repo_id
 
     return text if is_repo_id(text) else Path(text)
 
@@ -244,15 +247,17 @@ def add_sampling_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same images")
 
 
-def sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The options `add_sampling_options` added, as keyword arguments of `DDPMSampler.sample`
-    and `evaluate` (``None`` where the model's saved setting applies)."""
-    return {
-        "preset": args.preset,
-        "method": args.method,
-        "num_inference_steps": args.steps,
-        "guidance_scale": args.guidance,
-        "guidance_rescale": args.guidance_rescale,
-        "guidance_mode": args.guidance_mode,
-        "seed": args.seed,
-    }
+def sampling_settings(args: argparse.Namespace) -> SamplingSettings:
+    """The sampling options `add_sampling_options` added, as the `SamplingSettings` that
+    `DDPMSampler.sample` and `evaluate` take (``None`` where the model's saved setting applies;
+    ``--seed`` and ``--compile`` are not settings of the draw and stay separate)."""
+    from ..diffusion.settings import SamplingSettings
+
+    return SamplingSettings(
+        preset=args.preset,
+        method=args.method,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        guidance_rescale=args.guidance_rescale,
+        guidance_mode=args.guidance_mode,
+    )

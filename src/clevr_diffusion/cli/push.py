@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..hub import push_folder  # light: huggingface_hub is imported inside
+from ..model_folder import find_model_folder, push_folder  # light: huggingface_hub is imported inside
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -37,10 +37,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
-    folder = args.path
-    if not (folder / "config.json").is_file() and (folder / "model" / "config.json").is_file():
-        folder = folder / "model"
     from huggingface_hub.errors import HfHubHTTPError
+
+    folder = find_model_folder(args.path)
 
     try:
         url = push_folder(

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .options import add_device_option, check_output_dir, positive_int
-
-if TYPE_CHECKING:
-    from ..render.scene import Scene
-
 
 RANDOMIZE_HELP = (
     "domain randomisation: jitter light powers and colours, indirect light, floor albedo, "
@@ -54,39 +49,19 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def output_names(scenes: list[Scene]) -> list[str]:
-    """PNG name of each scene: the basename of its `file` field, else its zero-padded index."""
-    names = [Path(s.file).name if s.file else f"{i:06d}.png" for i, s in enumerate(scenes)]
-    if len(set(names)) != len(names):
-        raise ValueError("two scenes share one `file` name; give every scene its own or none")
-    return [n if n.lower().endswith(".png") else n + ".png" for n in names]
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the command."""
-    from tqdm.auto import tqdm
-
-    from ..render.randomization import DomainRandomization
-    from ..render.renderer import render
-    from ..render.scene import load_scenes
-    from ..utils.images import save_images
+    from ..data.scene_files import render_scene_file
 
     check_output_dir(args.out_dir, "OUT_DIR")
-    scenes = load_scenes(args.scenes)
-    frame = args.frame or ("native" if args.width * 3 == args.height * 4 else "square")
-    names = output_names(scenes)
-    todo = [i for i, name in enumerate(names) if not (args.out_dir / name).is_file()]
-    randomization = DomainRandomization() if args.randomize else None
-    bar = tqdm(total=len(todo), desc="rendering", unit="img")
-    for start in range(0, len(todo), 32):
-        batch = todo[start : start + 32]
-        # Scene i keeps its own random stream (its index), so a resumed run renders it alike.
-        out = render([scenes[i] for i in batch], args.width, args.height, frame, args.supersample, args.device,
-                     args.seed, batch, randomization)  # fmt: skip
-        save_images(out.images * 2 - 1, args.out_dir, [names[i] for i in batch])
-        bar.update(len(batch))
-    bar.close()
-    print(f"rendered {len(todo)} of {len(scenes)} scenes into {args.out_dir} ({frame} frame, {args.width} x {args.height})")
+    result = render_scene_file(
+        args.scenes, args.out_dir, args.width, args.height, frame=args.frame, supersample=args.supersample,
+        device=args.device, seed=args.seed, randomize=args.randomize,
+    )  # fmt: skip
+    print(
+        f"rendered {result.rendered} of {len(result.paths)} scenes into {args.out_dir} "
+        f"({result.frame} frame, {args.width} x {args.height})"
+    )
     return 0
 
 

@@ -14,7 +14,7 @@ from .options import (
     check_output_dir,
     check_output_file,
     positive_int,
-    sampling_kwargs,
+    sampling_settings,
 )
 
 logger = logging.getLogger(__name__)
@@ -80,9 +80,7 @@ def run(args: argparse.Namespace) -> int:
         label_sets = load_conditions(args.conditions)
     sampler = DDPMSampler.from_pretrained(args.model, device=args.device, revision=args.revision, compile=args.compile)
     output = sampler.sample(
-        label_sets,
-        **sampling_kwargs(args),
-        return_trajectory=args.trajectory is not None,
+        label_sets, sampling_settings(args), seed=args.seed, return_trajectory=args.trajectory is not None
     )
     print(f"grid: {output.save_grid(args.out, nrow=args.nrow, upscale=args.upscale)}")
     if args.images_dir is not None:

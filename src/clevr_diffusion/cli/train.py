@@ -6,7 +6,6 @@ import argparse
 import logging
 import os
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from ..constants import MIXED_PRECISIONS

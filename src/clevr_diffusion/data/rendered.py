@@ -186,7 +186,7 @@ class RenderedClevrDataset(Dataset):
         if workers is None:
             workers = available_cores() if len(todo) >= PARALLEL_MIN_SCENES else 1
         draw = functools.partial(scene_at, seed=self._seed, style=self._style, num_objects=self._num_objects)
-        for index, drawn in zip(todo, parallel_map(draw, todo, workers)):
+        for index, drawn in zip(todo, parallel_map(draw, todo, workers), strict=True):
             self._keep(index, drawn)
 
     def item_scene(self, index: int) -> Scene:

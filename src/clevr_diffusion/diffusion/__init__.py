@@ -4,6 +4,7 @@ from .guidance import GUIDANCE_MODES, composed_prediction, guided_prediction, re
 from .noise import NoiseConfig, NoiseProcess
 from .sampler import DDPMSampler, SampleOutput, SamplingConfig
 from .schedulers import DEFAULT_STEPS, SAMPLING_METHODS, SAMPLING_PRESETS, build_scheduler, parse_preset
+from .settings import SamplingSettings
 
 __all__ = [
     "DEFAULT_STEPS",
@@ -15,6 +16,7 @@ __all__ = [
     "NoiseProcess",
     "SampleOutput",
     "SamplingConfig",
+    "SamplingSettings",
     "build_scheduler",
     "composed_prediction",
     "guided_prediction",

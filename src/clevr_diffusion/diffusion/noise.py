@@ -11,12 +11,11 @@ from typing import Any, Literal
 import torch
 from diffusers import DDPMScheduler
 
+from ..model_folder.layout import SCHEDULER_CONFIG_NAME
 from ..utils.config import JsonConfig
 from ..utils.io import atomic_write_text
 
 __all__ = ["SCHEDULER_CONFIG_NAME", "BetaSchedule", "NoiseConfig", "NoiseProcess", "PredictionType"]
-
-SCHEDULER_CONFIG_NAME = "scheduler_config.json"
 
 BetaSchedule = Literal["linear", "scaled_linear", "squaredcos_cap_v2"]
 PredictionType = Literal["epsilon", "v_prediction"]

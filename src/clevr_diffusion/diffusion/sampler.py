@@ -15,21 +15,27 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..hub import PushToHubMixin
 from ..labels import LabelError, Vocabulary, validate_label_tensor
+from ..model_folder import (
+    SAMPLER_CONFIG_NAME,
+    SCHEDULER_CONFIG_NAME,
+    ModelSource,
+    PushToHubMixin,
+    resolve_model_folder,
+    write_model_card,
+)
 from ..models.unet import ConditionalUNet
 from ..utils.config import JsonConfig, read_json_file
 from ..utils.images import save_grid, save_images, to_pil
 from ..utils.io import atomic_write_json
 from .guidance import GuidanceBatch, GuidanceMode, plan_guidance, validate_guidance
-from .noise import SCHEDULER_CONFIG_NAME, NoiseConfig, NoiseProcess
+from .noise import NoiseConfig, NoiseProcess
 from .schedulers import DEFAULT_STEPS, SAMPLING_METHODS, build_scheduler, parse_preset
+from .settings import SamplingSettings
 
-__all__ = ["DDPMSampler", "SampleOutput", "SamplingConfig"]
+__all__ = ["DDPMSampler", "SampleOutput", "SamplingConfig", "SamplingSettings"]
 
 logger = logging.getLogger(__name__)
-
-SAMPLER_CONFIG_NAME = "sampler_config.json"
 
 Labels = Sequence[Sequence[str]] | torch.Tensor
 
@@ -299,15 +305,17 @@ class DDPMSampler(PushToHubMixin):
         settings and the label vocabulary) and a model card, ``README.md`` (a hand-written
         one is kept).
         """
-        from ..hub import write_model_card
-
         folder = Path(folder)
         self.model.save_pretrained(folder, ema_state_dict=ema_state_dict)
         self.noise_config.save_scheduler_config(folder)
-        sampler = {"sampling": self.config.to_dict(), "vocabulary": list(self.vocabulary.names)}
-        atomic_write_json(folder / SAMPLER_CONFIG_NAME, sampler)
+        atomic_write_json(folder / SAMPLER_CONFIG_NAME, self.sampler_config())
         write_model_card(folder)
         return folder
+
+    def sampler_config(self, config: SamplingConfig | None = None) -> dict[str, Any]:
+        """The content of ``sampler_config.json``: the default settings (`config`'s unless
+        given) and the label vocabulary."""
+        return {"sampling": (config or self.config).to_dict(), "vocabulary": list(self.vocabulary.names)}
 
     @classmethod
     def from_pretrained(
@@ -357,19 +365,34 @@ class DDPMSampler(PushToHubMixin):
                 (``scheduler_config.json``, ``sampler_config.json``, ``config.json``) is not valid JSON.
             CheckpointMismatchError: If the weights belong to another configuration.
         """
-        from ..hub import resolve_model_folder
-        from ..pretrained import resolve_model_name
-
         source = resolve_model_folder(
-            resolve_model_name(name_or_path),
+            name_or_path,
             revision=revision,
             token=token,
             cache_dir=cache_dir,
             local_files_only=local_files_only,
             force_download=force_download,
         )
+        return cls.from_source(source, device, use_ema, compile=compile)
+
+    @classmethod
+    def from_source(
+        cls,
+        source: ModelSource,
+        device: str | torch.device = "cpu",
+        use_ema: bool = True,
+        *,
+        compile: bool = False,  # noqa: A002 - mirrors torch.compile
+    ) -> DDPMSampler:
+        """Load the sampler in a folder `resolve_model_folder` found (see `from_pretrained`).
+
+        Raises:
+            FileNotFoundError: If the folder lacks ``config.json`` or the weights.
+            ValueError: If a weights or config file is damaged.
+            CheckpointMismatchError: If the weights belong to another configuration.
+        """
         folder = source.folder
-        model = ConditionalUNet._from_source(source, use_ema, device)
+        model = ConditionalUNet.from_source(source, use_ema, device)
         noise = NoiseConfig()
         if (folder / SCHEDULER_CONFIG_NAME).is_file():
             scheduler = read_json_file(folder / SCHEDULER_CONFIG_NAME, _DAMAGED_FOLDER_HINT)
@@ -510,9 +533,40 @@ class DDPMSampler(PushToHubMixin):
         validate_guidance(0.0, rescale, mode)
         return rescale, mode
 
+    def resolve(self, settings: SamplingSettings | None = None, **given: Any) -> SamplingSettings:
+        """The settings `sample` uses for a request, every field decided.
+
+        Each field comes from the first that gives it: ``given`` (keyword arguments, ``None``
+        meaning not given), ``settings``, `config` (the model's saved settings), the defaults
+        (see `clevr_diffusion.diffusion.settings`); method and steps as `resolve_settings`
+        decides them. ``output_size`` stays ``None`` when nothing asks for a resize.
+
+        Raises:
+            ValueError: For an unknown method, preset or guidance mode, or out-of-range values.
+            TypeError: For a keyword that is no field of `SamplingSettings`.
+        """
+        asked = (settings or SamplingSettings()).override(**given)
+        method, steps, guidance = self.resolve_settings(
+            asked.method, asked.num_inference_steps, asked.guidance_scale, asked.preset
+        )
+        rescale, mode = self.resolve_guidance(asked.guidance_rescale, asked.guidance_mode)
+        validate_guidance(guidance, rescale, mode)
+        cfg = self.config
+        return SamplingSettings(
+            preset=asked.preset.strip().lower() if asked.preset else None,
+            method=method,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            guidance_rescale=rescale,
+            guidance_mode=mode,
+            image_size=asked.image_size or cfg.image_size or self.model.config.sample_size,
+            output_size=asked.output_size or cfg.output_size,
+        )
+
     def sample(
         self,
         labels: Labels,
+        settings: SamplingSettings | None = None,
         *,
         preset: str | None = None,
         method: str | None = None,
@@ -539,6 +593,8 @@ class DDPMSampler(PushToHubMixin):
                 (one list per image, even for one image: ``[["red cube"]]``), or a (B, 24)
                 multi-hot tensor of 0/1 with at most 3 ones a row; an all-zero row draws an
                 unconditional image.
+            settings: The request's sampling settings in one object; the keyword arguments
+                below win over its fields, and both over `config` (see `resolve`).
             preset: A name from `SAMPLING_PRESETS` (``"ddpm-1000"``, ``"ddim-50"``,
                 ``"dpm++-20"``, ``"unipc-10"``) setting method and steps; explicit ``method``
                 and ``num_inference_steps`` win over it (see `resolve_settings`).
@@ -576,10 +632,19 @@ class DDPMSampler(PushToHubMixin):
                 tensors, a non-integer seed, or out-of-range (NaN, infinite) settings.
         """
         cfg = self.config
-        method, steps, guidance = self.resolve_settings(method, num_inference_steps, guidance_scale, preset)
-        rescale, mode = self.resolve_guidance(guidance_rescale, guidance_mode)
-        validate_guidance(guidance, rescale, mode)
-        size = image_size or cfg.image_size or self.model.config.sample_size
+        chosen = self.resolve(
+            settings,
+            preset=preset,
+            method=method,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            guidance_rescale=guidance_rescale,
+            guidance_mode=guidance_mode,
+            image_size=image_size,
+            output_size=output_size,
+        )
+        method, steps, size = chosen.method, chosen.num_inference_steps, chosen.image_size
+        assert method is not None and steps is not None and size is not None  # resolve decides them all
         if seed is not None:
             seeded = _seeded_generator(seed)  # checked even beside a generator, which wins
             generator = seeded if generator is None else generator
@@ -589,7 +654,6 @@ class DDPMSampler(PushToHubMixin):
         vectors, names = self.encode(labels)
         scheduler = build_scheduler(method, self.noise_config.scheduler_config())
         scheduler.set_timesteps(steps)
-        actual_steps = len(scheduler.timesteps)
         capture = None
         if return_trajectory:
             capture = trajectory_steps(scheduler.timesteps, self.noise_config, trajectory_frames)
@@ -599,12 +663,12 @@ class DDPMSampler(PushToHubMixin):
             if start:
                 scheduler = build_scheduler(method, self.noise_config.scheduler_config())
                 scheduler.set_timesteps(steps)
-            plan = plan_guidance(chunk, guidance, mode, rescale)
+            plan = plan_guidance(chunk, chosen.guidance_scale, chosen.guidance_mode, chosen.guidance_rescale)
             x, frames = self._denoise(plan, scheduler, size, generator, capture, progress)
             images.append(x)
             if frames:
                 trajectories.append(torch.stack(frames))
-        out_size = output_size or cfg.output_size
+        out_size = chosen.output_size
         output = SampleOutput(images=_resize(torch.cat(images), out_size), labels=names)
         if return_trajectory:
             frames = torch.cat(trajectories, dim=1)

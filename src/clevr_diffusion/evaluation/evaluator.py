@@ -12,17 +12,12 @@ from typing import Any
 
 import torch
 
-from ..models.serialization import (
-    load_safetensors,
-    load_sharded_safetensors,
-    load_state_dict_strict,
-    read_safetensors_metadata,
-    read_sharded_metadata,
-    save_safetensors,
-    save_sharded_safetensors,
-)
+from ..constants import MAX_SHARD_BYTES
+from ..model_folder.layout import weight_set
+from ..model_folder.weights import load_weights, read_weights_metadata, save_weights
+from ..models.resnet import ResNet18, maxpool_from_metadata
+from ..models.serialization import load_safetensors, load_state_dict_strict, read_safetensors_metadata, save_safetensors
 from .metrics import AccuracyResult, label_accuracy
-from .resnet import ResNet18, maxpool_from_metadata
 
 __all__ = ["BUNDLED_PREFIX", "ClevrEvaluator", "bundled_weights_dir", "check_images"]
 
@@ -108,7 +103,7 @@ class ClevrEvaluator(ResNet18):
         pretrained: Load the bundled weights; ``False`` leaves random ones.
         device: Device to move to.
         maxpool: With ``pretrained=False``, keep the stem's max pool (the official layout) or
-            not (see `clevr_diffusion.evaluation.resnet.ResNet18`). Loaded weights bring their
+            not (see `clevr_diffusion.models.resnet.ResNet18`). Loaded weights bring their
             own setting in their metadata.
 
     Attributes:
@@ -130,13 +125,16 @@ class ClevrEvaluator(ResNet18):
         if pretrained:
             folder = bundled_weights_dir()
             try:
-                state = load_sharded_safetensors(folder, BUNDLED_PREFIX)
+                weights = weight_set(folder, BUNDLED_PREFIX)
+                if weights is None:
+                    raise FileNotFoundError(f"no {BUNDLED_PREFIX} weights in {folder}")
+                state = load_weights(weights)
             except FileNotFoundError as error:
                 raise FileNotFoundError(
                     f"the bundled evaluator weights are missing ({error}); reinstall clevr-diffusion, or "
                     "use ClevrEvaluator.from_checkpoint('checkpoint.pth') or ClevrEvaluator(pretrained=False)"
                 ) from error
-            maxpool = maxpool_from_metadata(read_sharded_metadata(folder, BUNDLED_PREFIX))
+            maxpool = maxpool_from_metadata(read_weights_metadata(weights))
         super().__init__(num_classes=24, maxpool=maxpool)
         self.kind = "random"
         if pretrained:
@@ -227,10 +225,15 @@ class ClevrEvaluator(ResNet18):
         """Write the weights as one float32 safetensors file, atomically."""
         return save_safetensors(self.state_dict(), path, self.weights_metadata())
 
-    def save_bundle(self, folder: str | os.PathLike[str], max_bytes: int = 15 * 2**20) -> list[Path]:
-        """Write the weights as float16 shards of at most ``max_bytes`` (how they ship in the package)."""
+    def save_bundle(self, folder: str | os.PathLike[str], max_bytes: int = MAX_SHARD_BYTES) -> list[Path]:
+        """Write the weights in float16 as they ship in the package: ``evaluator.safetensors``, or
+        shards of at most ``max_bytes`` with their index (the Hugging Face layout) when larger.
+
+        Returns:
+            The files written, shards first.
+        """
         state = {k: (v.half() if v.is_floating_point() else v) for k, v in self.state_dict().items()}
-        return save_sharded_safetensors(state, folder, BUNDLED_PREFIX, max_bytes, self.weights_metadata())
+        return save_weights(state, folder, BUNDLED_PREFIX, max_shard_bytes=max_bytes, metadata=self.weights_metadata())
 
     def _warn_resize(self, images: torch.Tensor) -> None:
         """Log, once per evaluator and image size, that ``images`` are not 64 x 64 and will be resized."""

@@ -1,10 +1,12 @@
-"""Networks: the conditional UNet and its building blocks (no noise process, no training)."""
+"""Networks: the conditional UNet and its building blocks, and the evaluator's ResNet-18 (no noise
+process, no training, no evaluation)."""
 
 from .attention import SelfAttention
 from .blocks import Downsample, ResBlock, Upsample
 from .config import UNetConfig
 from .embeddings import LabelEmbedding, SinusoidalTimeEmbedding, TimestepEmbedding
 from .normalization import AdaptiveGroupNorm
+from .resnet import ResNet18
 from .serialization import CheckpointMismatchError
 from .unet import ConditionalUNet
 
@@ -15,6 +17,7 @@ __all__ = [
     "Downsample",
     "LabelEmbedding",
     "ResBlock",
+    "ResNet18",
     "SelfAttention",
     "SinusoidalTimeEmbedding",
     "TimestepEmbedding",

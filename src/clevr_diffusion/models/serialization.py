@@ -1,4 +1,7 @@
-"""Saving and loading model weights as safetensors, strictly and atomically."""
+"""Single safetensors files, written atomically, and strict loading of weights into a module.
+
+Model folders (their file names and sharded weights) are `clevr_diffusion.model_folder`'s.
+"""
 
 from __future__ import annotations
 
@@ -13,20 +16,12 @@ from torch import nn
 from ..utils.io import atomic_path
 
 __all__ = [
-    "CONFIG_NAME",
-    "EMA_WEIGHTS_NAME",
-    "WEIGHTS_NAME",
     "CheckpointMismatchError",
     "load_safetensors",
-    "load_sharded_safetensors",
     "load_state_dict_strict",
+    "read_safetensors_metadata",
     "save_safetensors",
-    "save_sharded_safetensors",
 ]
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-EMA_WEIGHTS_NAME = "model_ema.safetensors"
 
 
 class CheckpointMismatchError(ValueError):
@@ -114,66 +109,3 @@ def load_state_dict_strict(module: nn.Module, state: dict[str, torch.Tensor], so
         )
     module.load_state_dict(state, strict=True)
 
-
-def save_sharded_safetensors(
-    state: dict[str, torch.Tensor],
-    folder: str | os.PathLike[str],
-    prefix: str,
-    max_bytes: int = 15 * 2**20,
-    metadata: dict[str, str] | None = None,
-) -> list[Path]:
-    """Write ``state`` as ``{prefix}-00001-of-0000N.safetensors`` files of at most ``max_bytes``
-    of tensor data each (whole tensors per file, in key order), atomically; every shard
-    carries ``metadata``.
-
-    Used for weights that ship inside the package, where each file must stay small.
-    """
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
-    for key, tensor in state.items():
-        nbytes = tensor.numel() * tensor.element_size()
-        if shards[-1] and size + nbytes > max_bytes:
-            shards.append({})
-            size = 0
-        shards[-1][key] = tensor
-        size += nbytes
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob(f"{prefix}-*-of-*.safetensors"):
-        old.unlink()
-    return [
-        save_safetensors(shard, folder / f"{prefix}-{i + 1:05d}-of-{len(shards):05d}.safetensors", metadata)
-        for i, shard in enumerate(shards)
-    ]
-
-
-def _shard_paths(folder: str | os.PathLike[str], prefix: str) -> list[Path]:
-    paths = sorted(Path(folder).glob(f"{prefix}-*-of-*.safetensors"))
-    if not paths:
-        raise FileNotFoundError(f"no {prefix}-*-of-*.safetensors weights in {folder}")
-    return paths
-
-
-def read_sharded_metadata(folder: str | os.PathLike[str], prefix: str) -> dict[str, str]:
-    """The metadata `save_sharded_safetensors` gave every shard (read from the first one).
-
-    Raises:
-        FileNotFoundError: If there is no shard.
-    """
-    return read_safetensors_metadata(_shard_paths(folder, prefix)[0])
-
-
-def load_sharded_safetensors(folder: str | os.PathLike[str], prefix: str) -> dict[str, torch.Tensor]:
-    """Read the shards `save_sharded_safetensors` wrote into one dict.
-
-    Raises:
-        FileNotFoundError: If no shard, or not every shard, is there.
-    """
-    paths = _shard_paths(folder, prefix)
-    expected = int(paths[0].stem.rsplit("-of-", 1)[1])
-    if len(paths) != expected:
-        raise FileNotFoundError(f"{folder} holds {len(paths)} of the {expected} shards of {prefix}; copy them all")
-    state: dict[str, torch.Tensor] = {}
-    for path in paths:
-        state.update(load_safetensors(path))
-    return state

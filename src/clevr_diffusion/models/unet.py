@@ -9,63 +9,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..hub import ModelSource, PushToHubMixin
+from ..model_folder import (
+    CONFIG_NAME,
+    EMA_PREFIX,
+    WEIGHTS_NAME,
+    WEIGHTS_PREFIX,
+    ModelSource,
+    PushToHubMixin,
+    find_weights,
+    resolve_model_folder,
+    write_model_card,
+)
+from ..model_folder.weights import load_weights, save_weights
 from .attention import SelfAttention
 from .blocks import Downsample, ResBlock, Upsample
 from .config import UNetConfig
 from .embeddings import LabelEmbedding, TimestepEmbedding
 from .normalization import AdaptiveGroupNorm
-from .serialization import (
-    CONFIG_NAME,
-    EMA_WEIGHTS_NAME,
-    WEIGHTS_NAME,
-    load_safetensors,
-    load_sharded_safetensors,
-    load_state_dict_strict,
-    save_safetensors,
-)
+from .serialization import load_state_dict_strict
 
-__all__ = ["EMA_SHARD_PREFIX", "WEIGHTS_SHARD_PREFIX", "ConditionalUNet"]
-
-WEIGHTS_SHARD_PREFIX = "model"
-"""Prefix of sharded weights, ``model-00001-of-0000N.safetensors`` (the layout bundled models use)."""
-EMA_SHARD_PREFIX = "model_ema"
-"""Prefix of sharded EMA weights, ``model_ema-00001-of-0000N.safetensors``."""
-
-
-def _shards(folder: Path, prefix: str) -> list[Path]:
-    """The ``{prefix}-*-of-*.safetensors`` files in ``folder``, in order."""
-    return sorted(folder.glob(f"{prefix}-*-of-*.safetensors"))
-
-
-def _check_shards(folder: Path, prefix: str) -> None:
-    """Fail with the names of missing shards (a partial copy), before anything is read.
-
-    Raises:
-        FileNotFoundError: If a shard of the set the first one names is missing.
-    """
-    count = int(_shards(folder, prefix)[0].stem.rsplit("-of-", 1)[1])
-    expected = [f"{prefix}-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
-    missing = [name for name in expected if not (folder / name).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{folder} holds an incomplete set of {prefix} weight shards: missing {', '.join(missing)} "
-            f"of {count}; copy (or export) all of them"
-        )
-
-
-def _locate_weights(folder: Path, use_ema: bool) -> tuple[str, bool] | None:
-    """The weights to load from ``folder``: (file name or shard prefix, whether sharded).
-
-    EMA weights come first when ``use_ema``; a single file wins over shards of the same kind.
-    ``None`` if there are none.
-    """
-    order = [(EMA_WEIGHTS_NAME, False), (EMA_SHARD_PREFIX, True)] if use_ema else []
-    order += [(WEIGHTS_NAME, False), (WEIGHTS_SHARD_PREFIX, True)]
-    for name, sharded in order:
-        if _shards(folder, name) if sharded else (folder / name).is_file():
-            return name, sharded
-    return None
+__all__ = ["ConditionalUNet"]
 
 
 class _Stage(nn.Module):
@@ -169,7 +132,8 @@ class ConditionalUNet(nn.Module, PushToHubMixin):
         model card (``README.md``; a hand-written one is kept).
 
         Every file is written atomically; ``config.json`` comes after the weights, so a folder
-        that has one is complete.
+        that has one is complete. The weights are written by huggingface_hub's
+        ``save_torch_state_dict``, so Hub tools read them too.
 
         Args:
             folder: Destination folder (created if missing).
@@ -178,13 +142,11 @@ class ConditionalUNet(nn.Module, PushToHubMixin):
         Returns:
             The folder.
         """
-        from ..hub import write_model_card
-
         folder = Path(folder)
-        meta = {"format": "pt", "library": "clevr-diffusion"}
-        save_safetensors(self.state_dict(), folder / WEIGHTS_NAME, metadata=meta)
+        meta = {"library": "clevr-diffusion"}  # huggingface_hub adds {"format": "pt"}
+        save_weights(self.state_dict(), folder, WEIGHTS_PREFIX, metadata=meta)
         if ema_state_dict is not None:
-            save_safetensors(ema_state_dict, folder / EMA_WEIGHTS_NAME, metadata=meta)
+            save_weights(ema_state_dict, folder, EMA_PREFIX, metadata=meta)
         self.config.save(folder / CONFIG_NAME)
         write_model_card(folder)
         return folder
@@ -204,14 +166,16 @@ class ConditionalUNet(nn.Module, PushToHubMixin):
     ) -> ConditionalUNet:
         """Load a model saved by `save_pretrained`, a bundled model, or a Hub repo, in eval mode.
 
-        ``name_or_path`` is read in this order: ``None`` is the bundled default model
-        (`clevr_diffusion.pretrained.DEFAULT_MODEL`); an existing local folder is loaded as it
-        is; a bundled model's name (``"clevr-ddpm-small"``) is that model, shipped in the
-        package and loaded offline; anything else is a Hub repo id.
+        ``name_or_path`` is read as `clevr_diffusion.model_folder.resolve_model_folder` reads
+        it: ``None`` is the bundled default model (`clevr_diffusion.pretrained.DEFAULT_MODEL`);
+        an existing local folder is loaded as it is; a bundled model's name
+        (``"clevr-ddpm-small"``) is that model, shipped in the package and loaded offline;
+        anything else is a Hub repo id.
 
-        A folder's weights are ``model_ema.safetensors`` or ``model.safetensors``, or
-        ``model_ema-00001-of-0000N.safetensors`` / ``model-00001-of-0000N.safetensors`` shards
-        (how bundled models ship: float16, cast to float32 here).
+        A folder's weights are ``model_ema.safetensors`` or ``model.safetensors``, or shards in
+        the Hugging Face layout (``model_ema-00001-of-0000N.safetensors`` with the index
+        ``model_ema.safetensors.index.json``, or the shards alone as older bundles hold them;
+        bundled models ship float16 shards, cast to float32 here).
 
         Args:
             name_or_path: ``None``, a folder with ``config.json`` and the weights, a bundled
@@ -231,44 +195,43 @@ class ConditionalUNet(nn.Module, PushToHubMixin):
             ValueError: If a repo has no such revision, or a weights file is damaged.
             CheckpointMismatchError: If the weights belong to another configuration.
         """
-        from ..hub import resolve_model_folder
-        from ..pretrained import resolve_model_name
-
         source = resolve_model_folder(
-            resolve_model_name(name_or_path),
+            name_or_path,
             revision=revision,
             token=token,
             cache_dir=cache_dir,
             local_files_only=local_files_only,
             force_download=force_download,
         )
-        return cls._from_source(source, use_ema, device)
+        return cls.from_source(source, use_ema, device)
 
     @classmethod
-    def _from_source(cls, source: ModelSource, use_ema: bool, device: str | torch.device) -> ConditionalUNet:
-        """Load from a resolved folder; errors name the repo when it came from the Hub."""
+    def from_source(cls, source: ModelSource, use_ema: bool = True, device: str | torch.device = "cpu") -> ConditionalUNet:
+        """Load from a folder `resolve_model_folder` found, in eval mode; errors name the repo
+        when it came from the Hub.
+
+        Raises:
+            FileNotFoundError: If the folder lacks ``config.json`` or the weights (or some shards).
+            ValueError: If a weights file is damaged.
+            CheckpointMismatchError: If the weights belong to another configuration.
+        """
         folder = source.folder
         source.require(CONFIG_NAME, ": pass a folder written by save_pretrained (DDPMTrainer writes one at the end of training)")
         model = cls(UNetConfig.load(folder / CONFIG_NAME))
-        found = _locate_weights(folder, use_ema)
-        if found is None:
-            hint = "; it holds EMA weights only: load them with use_ema=True" if _locate_weights(folder, True) else ""
-            found = (source.require(WEIGHTS_NAME, hint).name, False)  # raises: there are no weights
-        name, sharded = found
-        where = source.describe(f"{name}-*-of-*.safetensors" if sharded else name)
+        weights = find_weights(folder, use_ema)
+        if weights is None:
+            hint = "; it holds EMA weights only: load them with use_ema=True" if find_weights(folder, True) else ""
+            raise source.missing(WEIGHTS_NAME, hint)
         try:
-            if sharded:
-                _check_shards(folder, name)
-                shards = load_sharded_safetensors(folder, name)
-                # Shards ship in float16 to halve the package; the network computes in float32.
-                state = {k: v.float() if v.is_floating_point() else v for k, v in shards.items()}
-            else:
-                state = load_safetensors(folder / name)
+            state = load_weights(weights)
         except (ValueError, FileNotFoundError) as error:
             if source.repo_id is None:
                 raise
-            raise type(error)(f"{source.describe(None if sharded else name)}: {error} (or pass force_download=True)") from error
-        load_state_dict_strict(model, state, where)
+            where = source.describe(None if weights.sharded else weights.files[0])
+            raise type(error)(f"{where}: {error} (or pass force_download=True)") from error
+        # Bundled shards are float16, to halve the package; the network computes in float32.
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        load_state_dict_strict(model, state, source.describe(weights.label))
         return model.to(device).eval()
 
     @property

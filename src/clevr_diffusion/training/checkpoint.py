@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..models.serialization import load_safetensors, save_safetensors
+from ..models.serialization import load_safetensors, read_safetensors_metadata, save_safetensors
 from ..utils.io import atomic_write_json, remove_folder
 
 __all__ = [
@@ -27,9 +27,11 @@ __all__ = [
     "checkpoint_path",
     "find_latest_checkpoint",
     "list_checkpoints",
+    "load_optimizer",
     "optimizer_from_tensors",
     "optimizer_to_tensors",
     "restore_rng_state",
+    "save_optimizer",
 ]
 
 CHECKPOINT_PREFIX = "step_"
@@ -97,6 +99,19 @@ def optimizer_from_tensors(tensors: dict[str, torch.Tensor], meta: dict[str, Any
         state.setdefault(int(index), {})[name] = value
     groups = [dict(g, betas=tuple(g["betas"])) if "betas" in g else dict(g) for g in meta["param_groups"]]
     return {"state": state, "param_groups": groups}
+
+
+def save_optimizer(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write an optimiser state dict as one safetensors file, atomically: its tensors, and the
+    rest (hyper-parameters, scalars) as JSON in the file's metadata. No pickle."""
+    tensors, meta = optimizer_to_tensors(state)
+    return save_safetensors(tensors, path, metadata={"optimizer": json.dumps(meta)})
+
+
+def load_optimizer(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read an optimiser state dict written by `save_optimizer`, its tensors on ``device``."""
+    meta = json.loads(read_safetensors_metadata(path)["optimizer"])
+    return optimizer_from_tensors(load_safetensors(path, device), meta)
 
 
 def capture_rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ..constants import MIXED_PRECISIONS
 from ..utils.config import JsonConfig
+from .schedule import LR_SCHEDULES, learning_rate_at
 
 __all__ = ["MIXED_PRECISIONS", "TrainerConfig"]
 
@@ -119,7 +120,7 @@ class TrainerConfig(JsonConfig):
             (self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1"),
             (self.learning_rate > 0, "learning_rate must be > 0"),
             (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
-            (self.lr_schedule in ("constant", "cosine"), "lr_schedule must be 'constant' or 'cosine'"),
+            (self.lr_schedule in LR_SCHEDULES, "lr_schedule must be 'constant' or 'cosine'"),
             (0.0 <= self.label_dropout < 1.0, "label_dropout must be in [0, 1)"),
             (
                 self.mixed_precision in MIXED_PRECISIONS,
@@ -136,7 +137,7 @@ class TrainerConfig(JsonConfig):
             if not ok:
                 raise ValueError(message)
         if self.push_to_hub:
-            from ..hub import check_repo_id
+            from ..model_folder import check_repo_id
 
             check_repo_id(self.push_to_hub)  # a typo fails now, not after hours of training
 
@@ -171,12 +172,6 @@ class TrainerConfig(JsonConfig):
         return device_type == "cuda"
 
     def learning_rate_at(self, step: int) -> float:
-        """Learning rate of optimiser step ``step`` (0-based): warm-up, then the schedule."""
-        import math
-
-        if step < self.warmup_steps:
-            return self.learning_rate * (step + 1) / self.warmup_steps
-        if self.lr_schedule == "cosine":
-            progress = (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps)
-            return self.learning_rate * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        return self.learning_rate
+        """Learning rate of optimiser step ``step`` (0-based): warm-up, then the schedule
+        (`clevr_diffusion.training.schedule.learning_rate_at`)."""
+        return learning_rate_at(step, self.learning_rate, self.warmup_steps, self.max_steps, self.lr_schedule)

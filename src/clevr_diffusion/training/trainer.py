@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..diffusion.noise import NoiseConfig, NoiseProcess
-from ..hub import MODEL_CARD_NAME
 from ..diffusion.sampler import DDPMSampler, SamplingConfig
 from ..labels import load_conditions
+from ..model_folder import MODEL_CARD_NAME, MODEL_DIR, TRAINER_CONFIG_NAME, push_folder, push_pretrained
 from ..models.serialization import CheckpointMismatchError, load_safetensors, load_state_dict_strict, save_safetensors
 from ..models.unet import ConditionalUNet
 from ..utils.io import atomic_folder, atomic_write_text, remove_folder, remove_stale_temporaries
@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 METRICS_NAME = "metrics.jsonl"
 CONFIG_CHANGES_NAME = "config_changes.jsonl"
 """Where a resumed run records the optimisation settings it changed, one JSON line a resume."""
-_RUN_FILES = ("trainer_config.json", METRICS_NAME, "checkpoints", "model")
+_RUN_FILES = (TRAINER_CONFIG_NAME, METRICS_NAME, "checkpoints", MODEL_DIR)
 """What marks a folder as holding a run."""
 
 # Settings a run may change when it resumes (its course changes from then on): logged and
@@ -209,7 +209,7 @@ class DDPMTrainer:
     @property
     def model_dir(self) -> Path:
         """Folder of the finished model (a `DDPMSampler` folder)."""
-        return self.output_dir / "model"
+        return self.output_dir / MODEL_DIR
 
     # ---------------------------------------------------------------------- randomness
     def _generator(self, micro_batch: int) -> torch.Generator:
@@ -302,7 +302,7 @@ class DDPMTrainer:
             self._check_resume(latest)
         if self.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            cfg.save(self.output_dir / "trainer_config.json")
+            cfg.save(self.output_dir / TRAINER_CONFIG_NAME)
             self.noise.config.save(self.output_dir / "noise_config.json")
 
         self._set_backend_flags()
@@ -663,8 +663,6 @@ class DDPMTrainer:
         cfg = self.config
         if not cfg.push_to_hub or not self.is_main_process:
             return None
-        from ..hub import push_folder, push_pretrained
-
         message = f"Training step {self.step}" + ("" if model is not None else " (finished)")
         options = dict(private=cfg.hub_private or None, commit_message=message, card_extras={"training": cfg.to_dict()})
         try:

@@ -12,12 +12,26 @@ from PIL import Image
 
 from .io import atomic_path
 
-__all__ = ["make_grid", "save_grid", "save_images", "save_png", "to_pil", "to_uint8"]
+__all__ = ["as_saved_png", "make_grid", "save_grid", "save_images", "save_png", "to_pil", "to_uint8"]
+
+
+def _levels(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] as the 8-bit levels a PNG of them holds, 0 to 255 (float; values clamped)."""
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round()
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Map (B, 3, H, W) or (3, H, W) images in [-1, 1] to uint8 in [0, 255] (values clamped)."""
-    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    """Map (B, 3, H, W) or (3, H, W) images in [-1, 1] to uint8 in [0, 255] on the CPU (values clamped)."""
+    return _levels(images).to(torch.uint8).cpu()
+
+
+def as_saved_png(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] exactly as an 8-bit PNG of them reads back: float32 in [-1, 1], on their device.
+
+    Scoring these instead of the float images gives the numbers that re-scoring the saved
+    PNGs gives (`evaluate` does so). For images in [0, 1], pass ``images * 2 - 1``.
+    """
+    return _levels(images) / 127.5 - 1
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:

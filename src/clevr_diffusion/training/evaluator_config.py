@@ -45,7 +45,7 @@ class EvaluatorTrainingConfig(JsonConfig):
         workers: Processes that draw the scenes (their visibility check costs milliseconds
             a scene, the bulk of the time when rendering on a GPU).
         maxpool: Keep the ResNet's stem max pool (the official layout). ``False`` trains the
-            finer variant (see `clevr_diffusion.evaluation.resnet.ResNet18`), which sees small
+            finer variant (see `clevr_diffusion.models.resnet.ResNet18`), which sees small
             objects better for about 3x the compute; the saved weights record the choice.
     """
 

@@ -1,5 +1,9 @@
 """Train the built-in evaluator: a ResNet-18 on rendered, domain-randomised CLEVR images.
 
+It follows the learning-rate schedule of every trainer here (`clevr_diffusion.training.schedule`:
+a warm-up over the first 2 % of the steps, then a cosine decay) and writes its optimiser state
+as the DDPM trainer's checkpoints do (`clevr_diffusion.training.checkpoint`: safetensors, no pickle).
+
 A classifier that only ever saw one renderer's pixels learns that renderer's quirks, and the
 images it must judge (generated ones, Blender's) differ from any renderer. So the training set
 is rendered with `clevr_diffusion.render.DomainRandomization`, mixes i-CLEVR-style scenes
@@ -22,17 +26,24 @@ import torch
 from tqdm.auto import tqdm
 
 from ..labels import Vocabulary
+from ..models.resnet import ResNet18
 from ..models.serialization import load_safetensors, load_state_dict_strict, save_safetensors
 from ..render.renderer import render
-from ..render.sampling import sample_scene, scene_at
+from ..render.sampling import sample_scene
 from ..render.scene import Scene
-from ..utils.parallel import parallel_map
 from ..utils.io import atomic_write_json
-from .config import EvaluatorTrainingConfig
-from .metrics import AccuracyResult, label_accuracy
-from .resnet import ResNet18
+from ..utils.parallel import parallel_map
+from . import checkpoint as ckpt
+from .evaluator_config import EvaluatorTrainingConfig
+from .schedule import learning_rate_at
 
-__all__ = ["EvaluatorTrainingConfig", "augment", "heldout_accuracy", "render_training_set", "train_evaluator"]
+__all__ = ["EvaluatorTrainingConfig", "augment", "render_training_set", "train_evaluator"]
+
+SETTINGS_NAME = "config.json"
+"""The run's `EvaluatorTrainingConfig`, in its output folder (a run folder, not a model folder)."""
+OPTIMIZER_NAME = "optimizer.safetensors"
+_LEGACY_OPTIMIZER_NAME = "optimizer.pt"
+"""Where older runs kept the optimiser state (a torch.save pickle): still read, to resume them."""
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +148,7 @@ def train_evaluator(config: EvaluatorTrainingConfig, progress: bool = True, time
     """
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", config.to_dict())
+    atomic_write_json(out / SETTINGS_NAME, config.to_dict())
     started = time.monotonic()
     images, labels = render_training_set(config, progress)
     device = torch.device(config.device)
@@ -151,9 +162,7 @@ def train_evaluator(config: EvaluatorTrainingConfig, progress: bool = True, time
     warmup = max(1, config.max_steps // 50)
 
     def lr_at(step: int) -> float:
-        if step < warmup:
-            return config.learning_rate * (step + 1) / warmup
-        return 0.5 * config.learning_rate * (1 + math.cos(math.pi * (step - warmup) / max(1, config.max_steps - warmup)))
+        return learning_rate_at(step, config.learning_rate, warmup, config.max_steps, "cosine")
 
     generator = torch.Generator(device).manual_seed(config.seed)
     step = 0
@@ -161,8 +170,7 @@ def train_evaluator(config: EvaluatorTrainingConfig, progress: bool = True, time
     if checkpoint.is_file():
         state = load_safetensors(checkpoint)
         model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
-        opt_state = torch.load(out / "optimizer.pt", weights_only=True, map_location=device)
-        optimizer.load_state_dict(opt_state)
+        optimizer.load_state_dict(_load_optimizer(out, device))
         generator.set_state(state["rng"])
         step = int(state["step"].item())
         logger.info("resumed at step %d", step)
@@ -192,8 +200,7 @@ def train_evaluator(config: EvaluatorTrainingConfig, progress: bool = True, time
             state = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
             state["step"] = torch.tensor(step)
             state["rng"] = generator.get_state()  # a CPU byte tensor for any device's generator
-            torch.save(optimizer.state_dict(), out / "optimizer.pt.tmp")
-            (out / "optimizer.pt.tmp").replace(out / "optimizer.pt")
+            ckpt.save_optimizer(optimizer.state_dict(), out / OPTIMIZER_NAME)  # before the step it belongs to
             save_safetensors(state, checkpoint)
             weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
             save_safetensors(weights, out / "evaluator.safetensors", model.weights_metadata())
@@ -204,27 +211,9 @@ def train_evaluator(config: EvaluatorTrainingConfig, progress: bool = True, time
     return out / "evaluator.safetensors"
 
 
-def heldout_accuracy(
-    evaluator: torch.nn.Module, num_images: int = 960, seed: int = 10_000, progress: bool = False, workers: int = 1
-) -> AccuracyResult:
-    """Accuracy on freshly rendered i-CLEVR-style images (1 to 3 large rubber objects, plain
-    CLEVR lighting, 64 x 64) drawn from a seed the training never used.
 
-    The images are rendered on the evaluator's device; ``workers`` processes draw the scenes.
-    """
-    if num_images < 1:
-        raise ValueError(f"num_images must be >= 1, got {num_images}")
-    device = next(evaluator.parameters()).device
-    draw = functools.partial(scene_at, seed=seed, style="iclevr", num_objects=(1, 3))
-    all_scenes = parallel_map(draw, range(num_images), workers)
-    vocabulary = Vocabulary(Vocabulary.default().names, max_objects=None)
-    probs, labels = [], []
-    for start in tqdm(range(0, num_images, 64), desc="held-out images", disable=not progress):
-        ids = list(range(start, min(start + 64, num_images)))
-        scenes = all_scenes[start : start + 64]
-        pixels = render(scenes, 64, 64, "square", device=device, seed=seed, scene_offset=ids).images
-        # Rounded to 8 bits, as images written to PNG are.
-        images = (pixels * 255).round() / 127.5 - 1
-        probs.append(evaluator.predict(images).cpu())  # type: ignore[operator]
-        labels.append(vocabulary.encode_batch([s.label_names for s in scenes]))
-    return label_accuracy(torch.cat(probs), torch.cat(labels))
+def _load_optimizer(out: Path, device: torch.device) -> dict:
+    """The optimiser state of the run in ``out``: `OPTIMIZER_NAME`, or a run's from before it."""
+    if (out / OPTIMIZER_NAME).is_file():
+        return ckpt.load_optimizer(out / OPTIMIZER_NAME, device)
+    return torch.load(out / _LEGACY_OPTIMIZER_NAME, weights_only=True, map_location=device)
