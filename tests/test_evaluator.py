@@ -264,13 +264,13 @@ def test_training_set_shading_follows_the_config(tmp_path: Path) -> None:
     from clevr_diffusion.training.evaluator import _scene
 
     config = EvaluatorTrainingConfig(output_dir=str(tmp_path / "a"), num_images=3, batch_size=3, supersample=2,
-                                     shaded_per_pixel=4, clevr_fraction=1.0)  # fmt: skip
+                                     shaded_per_pixel=1, clevr_fraction=1.0)  # fmt: skip
     images, labels = render_training_set(config, progress=False)
     plain, plain_labels = render_training_set(config.replace(output_dir=str(tmp_path / "b"), shaded_per_pixel=None), progress=False)
     assert torch.equal(labels, plain_labels) and not torch.equal(images, plain)
-    # Exactly the renderer's images with every sample shaded, rounded to 8 bits.
+    # Exactly the renderer's images with one sample a pixel shaded, rounded to 8 bits.
     scenes = [_scene(i, config.seed, 1.0, (1, 5)) for i in range(3)]
-    direct = render(scenes, 64, 64, "square", 2, seed=config.seed, randomization=config.randomization, shaded_per_pixel=4).images
+    direct = render(scenes, 64, 64, "square", 2, seed=config.seed, randomization=config.randomization, shaded_per_pixel=1).images
     assert torch.equal(images, (direct * 255).round().to(torch.uint8))
 
 

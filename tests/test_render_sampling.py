@@ -69,7 +69,7 @@ def _check_rules(scene: Scene, min_visible: int = 200) -> None:
     assert all(c >= min_visible for c in counts)
     # pixel_coords as in scenes.json: rounded projection of the centre, depth to 4 decimals.
     proj = Camera.from_scene(scene).project([o.center for o in objs]).tolist()
-    for obj, (px, py, depth) in zip(objs, proj):
+    for obj, (px, py, depth) in zip(objs, proj, strict=True):
         assert obj.pixel_coords == (round(px), round(py), round(depth, 4))
     # Survives the JSON format unchanged.
     assert Scene.from_dict(scene.to_dict()) == scene
@@ -109,7 +109,7 @@ def test_ground_directions_match_camera_basis() -> None:
     scene = Scene(camera=(7.1, -6.2, 5.0))
     dirs = ground_directions(scene.camera)
     expected = _camera_ground_axes(scene)
-    for name, want in zip(("left", "right", "front", "behind"), expected):
+    for name, want in zip(("left", "right", "front", "behind"), expected, strict=True):
         assert np.allclose(dirs[name], want, atol=1e-6)
 
 
@@ -122,7 +122,7 @@ def test_prefixes_keep_camera_and_lights(iclevr_scenes: list[Scene]) -> None:
         pixels = prefix.extra["visible_pixels"]
         assert pixels == visible_pixel_counts(prefix)
         # Fewer objects can only uncover pixels.
-        assert all(p >= full for p, full in zip(pixels, scene.extra["visible_pixels"]))
+        assert all(p >= full for p, full in zip(pixels, scene.extra["visible_pixels"], strict=False))
         if k:
             assert prefix.extra["step"] == k - 1
     assert scene_prefix(scene, 2, recount=False).extra["visible_pixels"] == scene.extra["visible_pixels"][:2]

@@ -45,7 +45,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--supersample", type=positive_int, default=defaults.supersample,
                         help=f"renderer samples per pixel, k x k (default: {defaults.supersample})")  # fmt: skip
     parser.add_argument("--shaded-per-pixel", type=positive_int, default=None,
-                        help="of those, samples shaded on diffuse surfaces (default: 1); k*k keeps small shadows sharper")  # fmt: skip
+                        help="of those, samples shaded on diffuse surfaces (default: all of them); fewer is faster and noisier")  # fmt: skip
     parser.add_argument("--no-randomize", action="store_true", help="render without domain randomisation")
     parser.add_argument("--no-maxpool", action="store_true",
                         help="drop the ResNet's stem max pool: finer feature maps that see small objects better, ~3x the compute")  # fmt: skip

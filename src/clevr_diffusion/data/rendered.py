@@ -19,8 +19,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ..labels import Vocabulary
-from ..render.camera import Frame
-from ..render.dataset_writer import _frame_for
+from ..render.camera import Frame, frame_for
 from ..render.randomization import DomainRandomization
 from ..render.renderer import render
 from ..render.sampling import Style, object_counts, scene_at, scene_prefix
@@ -130,7 +129,7 @@ class RenderedClevrDataset(Dataset):
         self._supersample = supersample
         self._device = torch.device(device)
         self._randomization = randomization
-        self._camera_frame = _frame_for(self._size[1], self._size[0])
+        self._camera_frame = frame_for(self._size[1], self._size[0])
         self._scenes: dict[int, Scene] = {}
         # The i-CLEVR names without i-CLEVR's 3-object cap: "clevr" scenes hold up to 6 or more.
         self._vocabulary = Vocabulary(Vocabulary.default().names, max_objects=None)

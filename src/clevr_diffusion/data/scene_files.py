@@ -90,7 +90,7 @@ def render_scene_file(
     """
     from tqdm.auto import tqdm
 
-    from ..render.dataset_writer import _frame_for  # the renderer's rule, one place (to be made public there)
+    from ..render.camera import frame_for
     from ..render.randomization import DomainRandomization
     from ..render.renderer import render
     from ..render.scene import load_scenes
@@ -98,7 +98,7 @@ def render_scene_file(
 
     folder = Path(out_dir)
     scenes = load_scenes(scenes_file)
-    chosen: Frame = frame or _frame_for(width, height)
+    chosen: Frame = frame or frame_for(width, height)
     names = output_names(scenes)
     todo = [i for i, name in enumerate(names) if not (folder / name).is_file()]
     randomization = DomainRandomization() if randomize else None

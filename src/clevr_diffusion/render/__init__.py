@@ -1,11 +1,13 @@
 """Built-in CLEVR scene renderer: scene JSON, the CLEVR camera, ray-primitive geometry and shading.
 
 Modules: `scene` (dataclasses and JSON I/O), `camera` (projection and primary rays),
-`geometry` (vectorised ray intersection and object-id maps), `scene_batch` (a batch of scenes
-as tensors), `randomization` (domain randomisation), `shading` (lamps, sun, materials, one
-diffuse bounce), `renderer` (`render`: scenes to sRGB images and object-id maps),
-`sampling` (`sample_scene`, `sample_scenes`, `scene_prefix`: random scenes by CLEVR's rules)
-and `dataset_writer` (`make_dataset`: i-CLEVR-format folders).
+`geometry` (vectorised ray intersection with rounded edges, and object-id maps),
+`scene_batch` (a batch of scenes as tensors), `randomization` (domain randomisation),
+`shading` (lamps, sun, materials, one diffuse bounce), `renderer` (`render`: scenes to sRGB
+images and object-id maps), `sampling` (`sample_scene`, `sample_scenes`, `scene_prefix`:
+random scenes by CLEVR's rules), `dataset_writer` (`make_dataset`: i-CLEVR-format folders)
+and `fidelity` (how close renders are to reference images: MAE, SSIM, sharpness, object and
+floor errors).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from .._lazy import install_lazy_exports
 _EXPORTS: dict[str, str] = {
     "Camera": ".camera",
     "Frame": ".camera",
+    "frame_for": ".camera",
     "intrinsics": ".camera",
     "BACKDROP_ID": ".geometry",
     "MISS_ID": ".geometry",
@@ -46,11 +49,15 @@ _EXPORTS: dict[str, str] = {
     "save_scenes": ".scene",
     "linear_to_srgb": ".shading",
     "make_dataset": ".dataset_writer",
+    "FidelityScores": ".fidelity",
+    "fidelity_scores": ".fidelity",
 }
 """Where each public name lives; its module is imported on first access (PEP 562)."""
 
 if TYPE_CHECKING:  # what type checkers and the API docs see
-    from .camera import Camera, Frame, intrinsics
+    from .camera import Camera, Frame, frame_for, intrinsics
+    from .dataset_writer import make_dataset
+    from .fidelity import FidelityScores, fidelity_scores
     from .geometry import (
         BACKDROP_ID,
         MISS_ID,
@@ -76,7 +83,6 @@ if TYPE_CHECKING:  # what type checkers and the API docs see
         save_scenes,
     )
     from .shading import linear_to_srgb
-    from .dataset_writer import make_dataset
 else:  # at run time a name's module is imported on its first use
     install_lazy_exports(__name__, _EXPORTS)
 
@@ -86,6 +92,7 @@ __all__ = [
     "MISS_ID",
     "Camera",
     "DomainRandomization",
+    "FidelityScores",
     "Frame",
     "Lights",
     "RenderOutput",
@@ -93,6 +100,7 @@ __all__ = [
     "SceneError",
     "SceneObject",
     "backdrop_height",
+    "frame_for",
     "ground_directions",
     "intersect_backdrop",
     "intersect_box",
@@ -102,6 +110,7 @@ __all__ = [
     "intersect_sphere",
     "intrinsics",
     "linear_to_srgb",
+    "fidelity_scores",
     "load_scenes",
     "make_dataset",
     "object_id_map",

@@ -25,7 +25,7 @@ import torch
 
 from .scene import Scene
 
-__all__ = ["REFERENCE_FOCAL_PX", "REFERENCE_HEIGHT", "REFERENCE_WIDTH", "Camera", "Frame", "intrinsics"]
+__all__ = ["REFERENCE_FOCAL_PX", "REFERENCE_HEIGHT", "REFERENCE_WIDTH", "Camera", "Frame", "frame_for", "intrinsics"]
 
 REFERENCE_WIDTH = 320
 """Width in pixels of the reference (Blender) frame."""
@@ -35,6 +35,12 @@ REFERENCE_FOCAL_PX = 350.0
 """Focal length in pixels at 320 x 240: 35 mm lens on a 32 mm sensor fitted to the width."""
 
 Frame = Literal["native", "square"]
+
+
+def frame_for(width: int, height: int) -> Frame:
+    """The frame an image of this size is drawn in: ``'native'`` for a 4:3 size (the camera's
+    own frame), ``'square'`` otherwise (the 4:3 view squashed, as i-CLEVR's 64 x 64 images are)."""
+    return "native" if width * 3 == height * 4 else "square"
 
 
 def intrinsics(width: int, height: int, frame: Frame = "native") -> tuple[float, float, float, float]:

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ..utils.images import save_png, to_uint8
 from ..utils.io import atomic_write_bytes, atomic_write_json
-from .camera import Frame
+from .camera import frame_for
 from .randomization import DomainRandomization
 from .renderer import render
 from .sampling import Style, sample_scene, scene_prefix
@@ -27,11 +27,6 @@ _PARAMS_FILE = "make_dataset.json"
 
 _BATCH = 48
 """Frames rendered together."""
-
-
-def _frame_for(width: int, height: int) -> Frame:
-    # A 4:3 size keeps the camera's own frame; any other size squashes it, as i-CLEVR's 64 x 64 do.
-    return "native" if width * 3 == height * 4 else "square"
 
 
 def _check_params(root: Path, params: dict[str, object]) -> None:
@@ -105,7 +100,7 @@ def make_dataset(
     }
     _check_params(root, params)
     atomic_write_json(root / _PARAMS_FILE, params)
-    frame = _frame_for(width, height)
+    frame = frame_for(width, height)
 
     labels: dict[str, list[str]] = {}
     entries: list[dict[str, object]] = []

@@ -55,8 +55,8 @@ _CHUNK_CPU = 64
 """Default ``chunk`` (scenes traced together) on the CPU."""
 _CHUNK_ACCELERATOR = 4096
 """Default ``chunk`` on an accelerator: large enough that `_MAX_SAMPLES_ACCELERATOR` decides."""
-_DIRECT_SIGMA = (1.6, 1.2)
-_INDIRECT_SIGMA = (4.5, 2.0)
+_DIRECT_SIGMA = (0.8, 1.2)
+_INDIRECT_SIGMA = (3.0, 1.5)
 _METAL_SIGMA = 0.3
 _METAL_SAMPLES = 4
 # Gaussian widths on the backdrop and on rubber objects, in pixels at 64 px width (scaled with
@@ -304,9 +304,11 @@ def _render_batch(
     chosen = (shaded & hit) | metal
     (u,) = upload([_shaded_uniforms(gens, chosen.view(num, -1))], device)
     index = chosen.nonzero().squeeze(-1)
+    every = shaded_per_pixel >= k * k  # every diffuse sample shaded: no per-sample bounce mask
     part, part_indirect = shade(
         batch, sid[index], o[index], d[index], t[index], n[index], ids[index],
-        _shading_samples(u), bounce=shaded[index], split_indirect=True, metal_samples=_METAL_SAMPLES,
+        _shading_samples(u), bounce=None if every else shaded[index], split_indirect=True,
+        metal_samples=_METAL_SAMPLES,
     )  # fmt: skip
     terms = torch.zeros(d.shape[0], 6, device=device).index_copy_(0, index, torch.cat([part, part_indirect], dim=1))
 
@@ -390,9 +392,8 @@ def render(
             bound elsewhere. The images do not depend on it.
         shaded_per_pixel: How many of a pixel's ``supersample**2`` samples are shaded on
             diffuse surfaces (metal is always shaded at every sample); the others only count
-            for coverage and the per-surface filter fills them in. Default: 1 for images up to
-            128 px wide, where the filter and any later downscale hide the noise, and every
-            sample for larger ones.
+            for coverage and the per-surface filter fills them in. Default: every sample
+            (fewer is faster and noisier).
 
     Returns:
         `RenderOutput` with ``images`` (B, 3, H, W) float32 sRGB in [0, 1] and ``object_ids``
@@ -406,7 +407,7 @@ def render(
     if chunk is not None and chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     if shaded_per_pixel is None:
-        shaded_per_pixel = 1 if width <= 128 else supersample * supersample
+        shaded_per_pixel = supersample * supersample
     if isinstance(shaded_per_pixel, bool) or not isinstance(shaded_per_pixel, int) or shaded_per_pixel < 1:
         raise ValueError(f"shaded_per_pixel must be an int >= 1, got {shaded_per_pixel!r}")
     intrinsics(width, height, frame)  # validates size and frame

@@ -211,7 +211,7 @@ def _place_objects(
 
 def _jitter(rng: np.random.Generator, centre: Sequence[float], amount: float) -> tuple[float, float, float]:
     offset = rng.uniform(-amount, amount, size=3)
-    return tuple(round(float(c) + float(o), 6) for c, o in zip(centre, offset))  # type: ignore[return-value]
+    return tuple(round(float(c) + float(o), 6) for c, o in zip(centre, offset, strict=True))  # type: ignore[return-value]
 
 
 def _with_pixel_coords(scene: Scene) -> tuple[SceneObject, ...]:
@@ -221,7 +221,7 @@ def _with_pixel_coords(scene: Scene) -> tuple[SceneObject, ...]:
     proj = camera.project([o.center for o in scene.objects]).tolist()
     return tuple(
         dataclasses.replace(o, pixel_coords=(int(round(px)), int(round(py)), round(depth, 4)))
-        for o, (px, py, depth) in zip(scene.objects, proj)
+        for o, (px, py, depth) in zip(scene.objects, proj, strict=True)
     )
 
 

@@ -52,11 +52,28 @@ RUBBER_ALPHA = 0.592**2
 """Beckmann alpha of the rubber gloss (Cycles roughness 0.592, alpha = roughness^2)."""
 METAL_LOBES: tuple[tuple[float, float], ...] = ((0.6, 0.1**2), (0.4, 0.447**2))
 """Metal GGX lobes as (weight, alpha)."""
-BOUNCE_GAIN = 1.3
-# The one-bounce estimate is scaled by this gain as a stand-in for the missing 2nd-4th diffuse
-# bounces (Cycles uses 4). 1.3 was calibrated on the 38 reference renders at 64 x 64: with 1.0
-# the backdrop is 1.4 levels and objects 2.7 levels too dark on average; with 1.3 both are
-# within 0.4 levels.
+BOUNCE_GAIN: tuple[float, float] = (1.35, 1.18)
+"""Gains on the one-bounce indirect light of the backdrop and of objects: a stand-in for
+Cycles' 2nd-4th diffuse bounces, which the renderer does not trace. They differ because the
+missing light differs: the floor's one bounce sees the backdrop's wall and the objects lit
+directly, while the wall and floor are themselves lit a good deal by further bounces inside
+the concave sweep; an object's one bounce mostly sees the floor. Calibrated on the 38
+reference renders (see ``benchmarks/render_fidelity.py``)."""
+
+
+def _floor_radiance(
+    positions: torch.Tensor, radiance: torch.Tensor, sides: Sequence[float], sun_power: torch.Tensor, jitters: Sequence
+) -> torch.Tensor:
+    """(B, 3) radiance of an unshadowed floor point at the origin: each lamp as a small square
+    facing it (irradiance radiance x area x cos / distance^2) plus the sun, times the floor's
+    albedo over pi."""
+    dist2 = (positions * positions).sum(-1)  # (B, L)
+    cos_p = positions[..., 2] / dist2.sqrt()
+    area = torch.tensor([s * s for s in sides], dtype=positions.dtype)
+    lamps = (radiance * (area * cos_p / dist2)[..., None]).sum(1)  # (B, 3)
+    sun = (sun_power * SUN_IRRADIANCE * SUN_DIRECTION[2])[:, None]
+    albedo = torch.tensor([j.floor_albedo for j in jitters], dtype=positions.dtype)
+    return albedo * (lamps + sun) / math.pi
 
 
 def sun_solid_angle() -> float:
@@ -123,7 +140,7 @@ class SceneBatch:
     """B scenes as tensors on one device (L = 3 lamps, K = most objects in a scene).
 
     Attributes:
-        prims: ``(B, K, 12)`` `clevr_diffusion.render.geometry.primitive_table`.
+        prims: ``(B, K, 13)`` `clevr_diffusion.render.geometry.primitive_table`.
         albedo: ``(B, K + 2, 3)`` linear albedo by ``object_id + 2``: sky (black), backdrop, objects.
         metal: ``(B, K + 2)`` bool, whether that surface is metal.
         camera: ``(B, 3)`` camera positions, metres.
@@ -136,7 +153,9 @@ class SceneBatch:
         sun_direction, sun_tangent, sun_bitangent: ``(B, 3)`` unit vector to the sun and a
             frame around it.
         sun_radiance: ``(B, 3)`` radiance of the sun's disc.
-        bounce_gain: ``(B,)`` factor on the one-bounce indirect light.
+        bounce_gain: ``(B, 2)`` factors on the one-bounce indirect light of the backdrop and of objects.
+        floor_radiance: ``(B, 3)`` linear radiance of the open floor at the origin under direct
+            light (albedo times unshadowed irradiance over pi): what lights an object from below.
         roughness: ``(B,)`` factor on the rubber and metal alphas.
     """
 
@@ -157,6 +176,7 @@ class SceneBatch:
     sun_bitangent: torch.Tensor
     sun_radiance: torch.Tensor
     bounce_gain: torch.Tensor
+    floor_radiance: torch.Tensor
     roughness: torch.Tensor
 
     @classmethod
@@ -222,7 +242,8 @@ class SceneBatch:
             "sun_tangent": put(sun_t),
             "sun_bitangent": put(sun_b),
             "sun_radiance": put((sun_power * SUN_IRRADIANCE / sun_solid_angle())[:, None].expand(-1, 3)),
-            "bounce_gain": put([BOUNCE_GAIN * j.indirect for j in jitters]),
+            "bounce_gain": put([[g * j.indirect for g in BOUNCE_GAIN] for j in jitters]).reshape(b, 2),
+            "floor_radiance": put(_floor_radiance(pos, base * jitter, sides, sun_power, jitters)),
             "roughness": put([j.roughness for j in jitters]),
         }
         moved = upload(list(fields.values()), device)

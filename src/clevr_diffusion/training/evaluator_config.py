@@ -24,11 +24,8 @@ class EvaluatorTrainingConfig(JsonConfig):
         randomization: Domain randomisation of the rendering.
         supersample: Renderer supersampling (k x k samples a pixel).
         shaded_per_pixel: How many of those samples are shaded on diffuse surfaces (see
-            `clevr_diffusion.render.render`); ``None`` keeps the renderer's default of 1.
-            Shading every sample (``supersample**2``) needs less of the renderer's smoothing,
-            which keeps the small contact shadows of small objects: with ``supersample=3,
-            shaded_per_pixel=9`` the renders of the Blender reference scenes are 4.4 levels
-            off around small objects, against 5.8, for about 3x the rendering time.
+            `clevr_diffusion.render.render`); ``None`` keeps the renderer's default (every
+            sample). Fewer renders faster and noisier.
         batch_size: Images per step.
         max_steps: Optimiser steps.
         learning_rate: Peak AdamW learning rate (cosine decay after a short warm-up).
