@@ -133,3 +133,24 @@ def test_hits_lie_on_the_rounded_surface(seed: int, yaw: float, s: float) -> Non
     depth = _rounded_box_distance(local(samples), s, b).amin(dim=1)
     assert torch.all(hit[depth < -1e-3])
     assert not torch.any(hit[depth > 1e-3])
+
+
+def test_shared_origins_test_the_same_segments_as_repeated_ones() -> None:
+    """`occluded(..., shared=L)`: L segments per origin give what the origins repeated give."""
+    g = torch.Generator().manual_seed(3)
+    prims = torch.tensor(
+        [
+            [primitive_row("cube", (0.5, 0.0, 0.35), 0.35, 20.0), primitive_row("sphere", (-1.0, 0.5, 0.7), 0.7)],
+            [primitive_row("cylinder", (0.0, 1.0, 0.7), 0.7), primitive_row("cube", (1.5, -1.0, 0.7), 0.7, 70.0)],
+        ]
+    )
+    n, lights = 500, 4
+    sid = torch.randint(0, 2, (n,), generator=g)
+    origins = (torch.rand(n, 3, generator=g) * 2 - 1) * torch.tensor([3.0, 3.0, 0.0]) + torch.tensor([0.0, 0.0, 0.01])
+    directions = torch.nn.functional.normalize(torch.randn(lights * n, 3, generator=g).abs() * torch.tensor([1, 1, 2]) - torch.tensor([0.5, 0.5, 0.0]), dim=-1)
+    dist = torch.rand(lights * n, generator=g) * 10
+    active = torch.rand(lights * n, generator=g) < 0.8
+    shared = occluded(prims, sid, origins, directions, dist, active=active, shared=lights)
+    repeated = occluded(prims, sid.repeat(lights), origins.repeat(lights, 1), directions, dist, active=active)
+    assert torch.equal(shared, repeated)
+    assert 0 < int(shared.sum()) < int(active.sum())  # some blocked, some not: the test sees both

@@ -2,6 +2,8 @@
 
 * ``render_vs_blender.png``: 8 reference scenes of ``shared/reference/blender``, one a row:
   ours at 64 x 64, Blender at 64 x 64 (both shown 2x), ours at 320 x 240, Blender at 320 x 240.
+* ``render_difference.png``: the same rows as differences, ours - Blender amplified 8x around
+  mid-grey (brighter: ours is brighter there), at 64 x 64 (shown 2x) and at 320 x 240.
 * ``rendered_scenes.png``: 8 x 4 random i-CLEVR-style scenes (``sample_scenes(32, seed=0)``)
   rendered at 64 x 64, the size models train on.
 * ``randomization.png``: one scene, plain and with 7 draws of `DomainRandomization()`.
@@ -14,10 +16,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
 from clevr_diffusion.render import DomainRandomization, load_scenes, render, sample_scenes
+from clevr_diffusion.render.fidelity import difference_image
 from clevr_diffusion.utils.images import save_grid
 
 IMAGES = Path(__file__).resolve().parents[1] / "images"
@@ -48,6 +52,20 @@ def side_by_side(reference: Path) -> None:
             x += tile.width + gap
     canvas.save(IMAGES / "render_vs_blender.png", optimize=True)
 
+    diff = Image.new("RGB", (128 + 320 + gap, len(scenes) * (240 + gap) - gap), "white")
+    for row, scene in enumerate(scenes):
+        name = Path(scene.file).name  # type: ignore[arg-type]
+        pairs = [(small[row], reference / "png64" / name), (large[row], reference / "png" / name)]
+        x, y = 0, row * (240 + gap)
+        for ours, path in pairs:
+            d = difference_image(np.asarray(ours)[None], np.asarray(Image.open(path).convert("RGB"))[None])[0]
+            tile = Image.fromarray(d)
+            if tile.width == 64:
+                tile = tile.resize((128, 128), Image.NEAREST)
+            diff.paste(tile, (x, y + (240 - tile.height) // 2))
+            x += tile.width + gap
+    diff.save(IMAGES / "render_difference.png", optimize=True)
+
 
 def main() -> None:
     reference = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[3] / "shared/reference/blender"
@@ -59,7 +77,8 @@ def main() -> None:
     plain = render(scene, 64, 64, "square").images
     varied = render([scene] * 7, 64, 64, "square", scene_offset=list(range(1, 8)), randomization=DomainRandomization())
     save_grid(torch.cat([plain, varied.images]) * 2 - 1, IMAGES / "randomization.png", nrow=8, upscale=2)
-    print("wrote", *(IMAGES / n for n in ("render_vs_blender.png", "rendered_scenes.png", "randomization.png")))
+    names = ("render_vs_blender.png", "render_difference.png", "rendered_scenes.png", "randomization.png")
+    print("wrote", *(IMAGES / n for n in names))
 
 
 

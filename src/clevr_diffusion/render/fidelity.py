@@ -62,7 +62,8 @@ class FidelityScores:
 
 
 def _as_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    # A copy: arrays read from image files are read-only, which torch warns about.
+    x = images if isinstance(images, torch.Tensor) else torch.tensor(np.asarray(images))
     if x.dim() != 4 or x.shape[-1] != 3:
         raise ValueError(f"images must be (B, H, W, 3), got shape {tuple(x.shape)}")
     return x.to(torch.float64)
@@ -126,7 +127,7 @@ def _interiors(ids: torch.Tensor) -> torch.Tensor:
 def laplacian_energy(images: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tensor) -> np.ndarray:
     """Mean |Laplacian| of the grey image over ``mask`` per image, (B,) float64 (levels)."""
     grey = _as_float(images).mean(dim=-1)
-    m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask).to(torch.bool)
+    m = (mask if isinstance(mask, torch.Tensor) else torch.tensor(np.asarray(mask))).to(torch.bool)
     lap = _laplacian(grey)
     return ((lap * m).sum(dim=(1, 2)) / m.sum(dim=(1, 2)).clamp(min=1)).numpy()
 
@@ -149,7 +150,7 @@ def fidelity_scores(
         ValueError: Shapes that do not match.
     """
     a, b = _as_float(ours), _as_float(reference)
-    ids = torch.as_tensor(np.asarray(object_ids) if not isinstance(object_ids, torch.Tensor) else object_ids).long()
+    ids = (object_ids if isinstance(object_ids, torch.Tensor) else torch.tensor(np.asarray(object_ids))).long()
     if a.shape != b.shape or ids.shape != a.shape[:3]:
         raise ValueError(
             f"ours {tuple(a.shape)}, reference {tuple(b.shape)} and object_ids {tuple(ids.shape)} must agree"

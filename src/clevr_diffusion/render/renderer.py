@@ -59,15 +59,18 @@ _DIRECT_SIGMA = (0.8, 1.2)
 _INDIRECT_SIGMA = (3.0, 1.5)
 _METAL_SIGMA = 0.3
 _METAL_SAMPLES = 4
-# Gaussian widths on the backdrop and on rubber objects, in pixels at 64 px width (scaled with
-# the width, as the scene's soft shadows and shading are): for the direct light with one shaded
-# sample per pixel (divided by the square root of the shaded samples per pixel), and for the
-# bounce light. Chosen on the 38 reference scenes at 64 x 64 (supersample 2) and checked at
-# 320 x 240 (4 shaded samples per pixel: MAE 1.41 levels, 1.53 without the scaling).
+_SMOOTHING_WIDTH_POWER = 0.5
+# Gaussian widths on the backdrop and on rubber objects, in pixels at 64 px width: for the
+# direct light with one shaded sample per pixel (divided by the square root of the shaded
+# samples per pixel), and for the bounce light. Chosen on the 38 reference scenes at 64 x 64
+# (supersample 2, every sample shaded; see docs/renderer.md for the measurements). Larger
+# images scale them by the square root of the width: a blur that is constant in the scene
+# (power 1) washes out the contact shadows at 320 x 240 (object-pixel MAE 3.05 levels there,
+# 2.95 with power 0.5), one constant in pixels (power 0) leaves more noise.
 # Metal is shaded at every sample and its look is its sharp reflections (black sky above the
 # horizon, the floor below, small lamp highlights): a rubber-sized blur washes them into a
 # uniform gloss that a classifier trained on it cannot match to Blender's metal, so metal only
-# gets a light blur against the noise of its rough lobe.
+# gets a light blur against the noise of its rough lobe (scaled with the width).
 
 
 @dataclass
@@ -321,9 +324,10 @@ def _render_batch(
 
     # More shaded samples per pixel need less smoothing for the same noise.
     spread = math.sqrt(min(shaded_per_pixel, k * k))
-    direct_sigma = (_DIRECT_SIGMA[0] * width / 64 / spread, _DIRECT_SIGMA[1] * width / 64 / spread, _METAL_SIGMA * width / 64)
+    scale = (width / 64) ** _SMOOTHING_WIDTH_POWER
+    direct_sigma = (_DIRECT_SIGMA[0] * scale / spread, _DIRECT_SIGMA[1] * scale / spread, _METAL_SIGMA * width / 64)
     # Metal carries no bounce term (its reflection is in the direct one): any width will do.
-    indirect_sigma = (_INDIRECT_SIGMA[0] * width / 64, _INDIRECT_SIGMA[1] * width / 64, 0.0)
+    indirect_sigma = (_INDIRECT_SIGMA[0] * scale, _INDIRECT_SIGMA[1] * scale, 0.0)
     image = _resolve(
         terms.view(num, fine_h, fine_w, 6), ((diffuse & shaded) | metal).view(num, fine_h, fine_w),
         ids.view(num, fine_h, fine_w), groups, (matrices(0.0),),
