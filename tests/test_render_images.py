@@ -258,3 +258,10 @@ def test_stream_per_scene_and_chunking_do_not_change_images() -> None:
         render(scenes, width=16, height=12, scene_offset=[1])
     with pytest.raises(ValueError, match="chunk"):
         render(scenes, width=16, height=12, chunk=0)
+
+
+def test_frame_for_keeps_4_to_3_sizes_native() -> None:
+    from clevr_diffusion.render import frame_for
+
+    assert [frame_for(w, h) for w, h in ((320, 240), (640, 480), (64, 48))] == ["native"] * 3
+    assert [frame_for(w, h) for w, h in ((64, 64), (128, 64), (240, 320))] == ["square"] * 3
