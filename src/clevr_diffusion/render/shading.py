@@ -8,16 +8,16 @@ Light model (``shared/reference/blender/FORMAT.md``):
   sample drawn uniformly in the cone;
 * black world.
 
-Diffuse surfaces trace one shadow ray per shaded sample, towards one light picked in
-proportion to its unshadowed light (`_direct`); metal traces one towards every light. Shadow
-rays test the objects only (`clevr_diffusion.render.geometry.occluded`).
+Primary diffuse hits and metal trace one shadow ray towards every light; secondary hits (of
+bounce and reflection rays) trace one, towards a light picked in proportion to its unshadowed
+light (`_direct`). Shadow rays test the objects only (`clevr_diffusion.render.geometry.occluded`).
 
 Materials (approximations):
 
 * floor: Lambertian 0.8;
-* rubber: Lambertian with the object colour (the velvet part of CLEVR's mix is treated as
-  diffuse) plus an untinted Beckmann gloss (0.8 gray, roughness 0.592) weighted by a dielectric
-  Fresnel of IOR 1.2 at the view angle;
+* rubber: CLEVR's mix of a Lambertian and an Ashikhmin velvet lobe (sigma 0.6) in the object
+  colour by a dielectric Fresnel of IOR 1.4, then of that and an untinted Beckmann gloss
+  (0.8 gray, roughness 0.592) by a Fresnel of IOR 1.2, both at the view angle;
 * metal: colour-tinted GGX lobes without Fresnel (0.6 x roughness 0.1 + 0.4 x roughness
   0.447, alpha = roughness^2, isotropic here: the 0.25 anisotropy is ignored). Per camera sample
   ``metal_samples`` microfacet normals are drawn from the lobe mixture and each reflected ray
@@ -27,10 +27,12 @@ Materials (approximations):
   fireflies.
 
 Indirect light: one diffuse bounce. Each shaded diffuse hit traces one cosine-weighted ray; its
-hit is shaded with direct light only (Lambertian with the hit surface's albedo). Higher bounces
-are not traced: the bounce estimate is multiplied by a gain (1.3) calibrated on the reference
-renders instead. Metal sees the floor and objects through its reflection ray with the same
-direct-only shading (no bounce gain).
+hit is shaded with direct light (Lambertian with the hit surface's albedo), plus, on an object,
+light from the floor below it (`_FLOOR_LIGHT`). Higher bounces are not traced: the bounce
+estimate is multiplied by gains (`scene_batch.BOUNCE_GAIN`, one for the backdrop and one for
+objects) calibrated on the reference renders instead, and estimated against a control variate
+(an open floor's light, whose mean over the bounce directions is known). Metal sees the floor
+and objects through its reflection ray with the same shading (no bounce gain).
 
 All functions work on flat batches of points ``(N, 3)`` from several scenes at once: ``sid``
 (N,) gives each point's scene in a `SceneBatch`. Randomness comes in as tensors of uniform
