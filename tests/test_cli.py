@@ -194,27 +194,51 @@ def test_render_scenes_names_sizes_and_resume(tmp_path: Path) -> None:
 
 
 def test_train_speed_and_recipe_flags_reach_the_configs() -> None:
-    from clevr_diffusion.cli.train import noise_config, trainer_config
+    from clevr_diffusion.cli.train import recipe
+    from clevr_diffusion.training.recipe import Recipe
 
     base = ["train", "--data", "iclevr"]
-    defaults = build_parser().parse_args(base)
-    config = trainer_config(defaults)
+    defaults = recipe(build_parser().parse_args(base))
+    config = defaults.trainer
     assert config.mixed_precision == "auto" and config.tf32 and config.fused_optimizer is None
     assert not config.channels_last and not config.compile and config.snr_gamma is None
+    # No option given: the library's defaults, bar the run folder.
+    assert defaults == Recipe().override({"trainer.output_dir": "runs/clevr-ddpm"})
     args = build_parser().parse_args([
         *base, "--snr-gamma", "5", "--mixed-precision", "bf16", "--no-tf32", "--compile", "--channels-last",
         "--no-fused-optimizer", "--prediction-type", "v_prediction", "--beta-schedule", "scaled_linear",
         "--timesteps", "400", "--base-channels", "64",
     ])
-    config = trainer_config(args)
+    chosen = recipe(args)
+    config = chosen.trainer
     assert (config.snr_gamma, config.mixed_precision, config.tf32) == (5.0, "bf16", False)
     assert config.compile and config.channels_last and config.fused_optimizer is False
-    assert trainer_config(build_parser().parse_args([*base, "--fused-optimizer"])).fused_optimizer is True
-    noise = noise_config(args)
+    assert recipe(build_parser().parse_args([*base, "--fused-optimizer"])).trainer.fused_optimizer is True
+    noise = chosen.noise
     assert (noise.prediction_type, noise.beta_schedule, noise.num_train_timesteps) == ("v_prediction", "scaled_linear", 400)
-    assert args.base_channels == 64
+    assert chosen.unet.base_channels == 64
     with pytest.raises(SystemExit):
         build_parser().parse_args([*base, "--mixed-precision", "fp8"])
+
+
+def test_train_recipe_options_and_set_win_in_order(tmp_path: Path) -> None:
+    from clevr_diffusion.cli.train import recipe
+    from clevr_diffusion.training.recipe import get_recipe
+
+    base = ["train", "--data", "iclevr", "--recipe", "cpu-small"]
+    preset = get_recipe("cpu-small")
+    chosen = recipe(build_parser().parse_args(base))
+    assert chosen == preset  # the preset as it is (its run folder is the command's default too)
+    chosen = recipe(build_parser().parse_args([
+        *base, "--lr", "1e-3", "--set", "trainer.learning_rate=3e-4", "--set", "noise.beta_schedule=squaredcos_cap_v2",
+        "--set", "unet.attention_stages=[1,2]",
+    ]))
+    assert chosen.trainer.learning_rate == 3e-4  # --set comes last
+    assert chosen.noise.beta_schedule == "squaredcos_cap_v2" and chosen.unet.attention_stages == (1, 2)
+    assert chosen.image_size == 32 and chosen.unet.base_channels == 48  # the rest is the preset's
+    saved = tmp_path / "recipe.json"
+    chosen.save(saved)
+    assert recipe(build_parser().parse_args(["train", "--data", "x", "--recipe", str(saved)])).trainer.learning_rate == 3e-4
 
 
 # ------------------------------------------------------------------ user errors: one line, before any work

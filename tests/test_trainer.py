@@ -101,6 +101,27 @@ def test_time_limit_stops_early_and_resumes_exactly(reference_run: DDPMTrainer, 
 
 
 @pytest.mark.slow
+def test_stop_at_pauses_and_resumes_exactly(reference_run: DDPMTrainer, tmp_path: Path) -> None:
+    paused = build(str(tmp_path), 30)
+    paused.train(stop_at=13)
+    assert paused.step == 13 and len(losses(paused)) == 13
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")][-1] == "step_00000013"
+    saved = DDPMSampler.from_pretrained(tmp_path / "model")
+    assert same_weights(saved.model.state_dict(), paused.ema.state_dict())  # model/ is step 13's
+    assert TrainerConfig.load(tmp_path / "trainer_config.json").max_steps == 30  # the schedule is untouched
+    build(str(tmp_path), 30).train(stop_at=22)
+    resumed = build(str(tmp_path), 30)
+    resumed.train()
+    assert losses(resumed) == losses(reference_run)
+    assert same_weights(resumed.ema.state_dict(), reference_run.ema.state_dict())
+    assert not (tmp_path / "config_changes.jsonl").exists()  # nothing about the run changed
+    with pytest.raises(trainer_module.RunFolderError, match="already at step 30, past stop_at = 20"):
+        build(str(tmp_path), 30).train(stop_at=20)
+    with pytest.raises(ValueError, match=r"stop_at must be in \[1, max_steps = 30\], got 31"):
+        build(str(tmp_path), 30).train(stop_at=31)
+
+
+@pytest.mark.slow
 def test_kill_9_loses_nothing(reference_run: DDPMTrainer, tmp_path: Path) -> None:
     process = subprocess.Popen([sys.executable, str(WORKER), str(tmp_path), "30", "0.004"])
     try:

@@ -145,6 +145,28 @@ def test_plot_lines_draws_every_series_in_its_colour(tmp_path: Path) -> None:
     assert not _has_colour(image, PALETTE[3])
 
 
+def test_plot_lines_error_bars_span_the_given_half_widths(tmp_path: Path) -> None:
+    series = {"a": ([1, 2], [0.5, 0.5])}
+    plain = Image.open(plot_lines(series, tmp_path / "p.png", y_range=(0, 1))).convert("RGB")
+    barred = Image.open(plot_lines(series, tmp_path / "e.png", y_range=(0, 1), errors={"a": [0.0, 0.25]})).convert("RGB")
+
+    def rows_in_colour(image: Image.Image, x: int) -> list[int]:
+        return [y for y in range(image.height) if image.getpixel((x, y)) == PALETTE[0]]
+
+    # The second point sits at the right edge of the plot area (x = width - right margin).
+    x = plain.width - 170
+    assert max(rows_in_colour(plain, x)) - min(rows_in_colour(plain, x)) <= 8  # the dot only
+    rows = rows_in_colour(barred, x)
+    plot_height = barred.height - 28 - 40
+    assert abs((max(rows) - min(rows)) - 0.5 * plot_height) <= 2  # +-0.25 of a 0..1 axis
+
+
+def test_plot_lines_legend_makes_room_for_long_names(tmp_path: Path) -> None:
+    long = "noise.beta_schedule=squaredcos_cap_v2"
+    image = Image.open(plot_lines({long: ([1, 2], [0.1, 0.2])}, tmp_path / "l.png"))
+    assert image.size == (720 + len(long) * 6 + 50 - 170, 440)
+
+
 def test_plot_bars_lengths_follow_values(tmp_path: Path) -> None:
     image = Image.open(plot_bars({"a": 4.0, "b": 1.0}, tmp_path / "b.png", "t", "s")).convert("RGB")
     assert image.size == (720, 60 + 2 * 26)

@@ -47,10 +47,14 @@ _EXPORTS: dict[str, str] = {
     "DivergenceError": ".training",
     "RunFolderError": ".training",
     "TrainerConfig": ".training",
+    "Recipe": ".training",
+    "AblationPlan": ".ablation",
+    "run_ablation": ".ablation",
 }
 """Where each public name lives; its module is imported on first access (PEP 562)."""
 
 if TYPE_CHECKING:  # what type checkers and the API docs see
+    from .ablation import AblationPlan, run_ablation
     from .constants import DEFAULT_MODEL
     from .data import ClevrDataset, DatasetError, RenderedClevrDataset, make_toy_dataset
     from .diffusion import DDPMSampler, NoiseConfig, NoiseProcess, SampleOutput, SamplingConfig, SamplingSettings
@@ -68,11 +72,12 @@ if TYPE_CHECKING:  # what type checkers and the API docs see
     )
     from .models import CheckpointMismatchError, ConditionalUNet, UNetConfig
     from .pretrained import PRETRAINED_MODELS, bundled_model_dir, export_bundle
-    from .training import DDPMTrainer, DivergenceError, RunFolderError, TrainerConfig
+    from .training import DDPMTrainer, DivergenceError, Recipe, RunFolderError, TrainerConfig
 else:  # at run time a name's module is imported on its first use
     install_lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
+    "AblationPlan",
     "AccuracyResult",
     "COLORS",
     "DEFAULT_MODEL",
@@ -90,6 +95,7 @@ __all__ = [
     "LabelError",
     "NoiseConfig",
     "NoiseProcess",
+    "Recipe",
     "RenderedClevrDataset",
     "RunFolderError",
     "SampleOutput",
@@ -107,4 +113,5 @@ __all__ = [
     "label_accuracy",
     "load_conditions",
     "make_toy_dataset",
+    "run_ablation",
 ]

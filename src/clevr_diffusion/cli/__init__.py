@@ -13,12 +13,12 @@ from ..model_folder import HubUnreachableError
 
 # The command modules import torch and the library inside their `run` functions only, so building
 # the parser (`--help`, a usage error) stays well under a second.
-from . import data, demo, evaluate, evaluator, export, push, render, sample, train
+from . import ablate, data, demo, evaluate, evaluator, export, push, render, sample, train
 from .options import resolve_device
 
 __all__ = ["USER_ERRORS", "build_parser", "main"]
 
-COMMANDS = (demo, train, sample, evaluate, data, render, evaluator, push, export)
+COMMANDS = (demo, train, ablate, sample, evaluate, data, render, evaluator, push, export)
 
 USER_ERRORS: tuple[type[Exception], ...] = (
     ValueError,

@@ -5,20 +5,18 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..constants import CONDITION_SETS
 from .options import (
     add_device_option,
+    add_evaluator_options,
     add_model_option,
     add_sampling_options,
     check_output_dir,
+    evaluator_option,
     positive_int,
     sampling_settings,
 )
-
-if TYPE_CHECKING:
-    from ..evaluation.evaluator import ClevrEvaluator
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -51,25 +49,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="folder to write everything to (default: MODEL/evaluation; evaluation/NAME for a bundled or Hub model)",
     )
-    parser.add_argument(
-        "--evaluator",
-        default=None,
-        metavar="bundled|official|FILE",
-        help="bundled: the library's own evaluator; official: the course's checkpoint.pth, given with "
-        "--checkpoint; FILE: weights from `train-evaluator` (.safetensors) (default: official with "
-        "--checkpoint, else bundled)",
-    )
-    parser.add_argument(
-        "--checkpoint",
-        type=Path,
-        default=None,
-        help="the official evaluator's checkpoint.pth (a dict with key \"model\")",
-    )
-    parser.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        help="also unpickle non-tensor objects in --checkpoint (only for files you trust: a pickle can run code)",
-    )
+    add_evaluator_options(parser)
     parser.add_argument(
         "--conditions",
         action="append",
@@ -86,28 +66,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     add_device_option(parser, "where to sample and score")
     add_sampling_options(parser)
     parser.set_defaults(run=run)
-
-
-def _evaluator(args: argparse.Namespace, device: str) -> ClevrEvaluator:
-    """The evaluator the options ask for; checks their combination."""
-    from ..evaluation.evaluate import load_evaluator
-
-    kind = args.evaluator or ("official" if args.checkpoint is not None else "bundled")
-    if kind == "official":
-        if args.checkpoint is None:
-            raise ValueError("--evaluator official needs --checkpoint PATH (the course's checkpoint.pth)")
-        return load_evaluator(args.checkpoint, device, trusted=args.trust_checkpoint)
-    if args.checkpoint is not None:
-        raise ValueError("--checkpoint is the official evaluator's; use it with --evaluator official")
-    if kind == "bundled":
-        return load_evaluator(None, device)
-    path = Path(kind)
-    if path.suffix != ".safetensors":
-        raise ValueError(
-            f"--evaluator takes bundled, official or a .safetensors file from `train-evaluator`, got {kind!r}"
-            + ("; for the course's checkpoint use --evaluator official --checkpoint FILE" if path.suffix == ".pth" else "")
-        )
-    return load_evaluator(path, device)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -128,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         out = model / EVALUATION_DIR
     check_output_dir(out, "--out")
     device = args.device  # resolved by `main`: cuda when available, else cpu
-    evaluator = _evaluator(args, device)
+    evaluator = evaluator_option(args, device)
     result = evaluate(
         model,
         out,

@@ -13,15 +13,18 @@ from ..constants import DEFAULT_MODEL, GUIDANCE_MODES, SAMPLING_METHODS, SAMPLIN
 
 if TYPE_CHECKING:
     from ..diffusion.settings import SamplingSettings
+    from ..evaluation.evaluator import ClevrEvaluator
 
 __all__ = [
     "DEFAULT_DEVICE_HELP",
     "add_device_option",
+    "add_evaluator_options",
     "add_model_option",
     "add_sampling_options",
     "check_device",
     "check_output_dir",
     "check_output_file",
+    "evaluator_option",
     "model_location",
     "non_negative_int",
     "parse_int_tuple",
@@ -261,3 +264,48 @@ def sampling_settings(args: argparse.Namespace) -> SamplingSettings:
         guidance_rescale=args.guidance_rescale,
         guidance_mode=args.guidance_mode,
     )
+
+
+def add_evaluator_options(parser: argparse.ArgumentParser) -> None:
+    """Add --evaluator, --checkpoint and --trust-checkpoint (read them with `evaluator_option`)."""
+    parser.add_argument(
+        "--evaluator",
+        default=None,
+        metavar="bundled|official|FILE",
+        help="bundled: the library's own evaluator; official: the course's checkpoint.pth, given with "
+        "--checkpoint; FILE: weights from `train-evaluator` (.safetensors) (default: official with "
+        "--checkpoint, else bundled)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="the official evaluator's checkpoint.pth (a dict with key \"model\")",
+    )
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="also unpickle non-tensor objects in --checkpoint (only for files you trust: a pickle can run code)",
+    )
+
+
+def evaluator_option(args: argparse.Namespace, device: str) -> ClevrEvaluator:
+    """The evaluator the options ask for; checks their combination."""
+    from ..evaluation.evaluate import load_evaluator
+
+    kind = args.evaluator or ("official" if args.checkpoint is not None else "bundled")
+    if kind == "official":
+        if args.checkpoint is None:
+            raise ValueError("--evaluator official needs --checkpoint PATH (the course's checkpoint.pth)")
+        return load_evaluator(args.checkpoint, device, trusted=args.trust_checkpoint)
+    if args.checkpoint is not None:
+        raise ValueError("--checkpoint is the official evaluator's; use it with --evaluator official")
+    if kind == "bundled":
+        return load_evaluator(None, device)
+    path = Path(kind)
+    if path.suffix != ".safetensors":
+        raise ValueError(
+            f"--evaluator takes bundled, official or a .safetensors file from `train-evaluator`, got {kind!r}"
+            + ("; for the course's checkpoint use --evaluator official --checkpoint FILE" if path.suffix == ".pth" else "")
+        )
+    return load_evaluator(path, device)

@@ -14,8 +14,7 @@ from .options import check_output_dir, parse_int_tuple
 if TYPE_CHECKING:
     from ..data.dataset import ClevrDataset
     from ..data.rendered import RenderedClevrDataset
-    from ..diffusion.noise import NoiseConfig
-    from ..training.config import TrainerConfig
+    from ..training.recipe import Recipe
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +57,21 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--output-dir", type=Path, default=Path("runs/clevr-ddpm"), help="run folder")
     parser.add_argument(
+        "--recipe",
+        default=None,
+        metavar="NAME|FILE",
+        help="start from a recipe: a preset (cpu-small: the bundled model's, 32 x 32 on a CPU; gpu-base: "
+        "64 x 64 on a GPU) or a recipe.json; the options below change it (default: the values shown)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change any recipe setting by dotted key, e.g. unet.cross_attention_stages=[1,2] or "
+        "noise.rescale_betas_zero_snr=true; repeatable, applied last",
+    )
+    parser.add_argument(
         "--no-resume", action="store_true", help="start afresh; a run folder that holds a run is refused without --overwrite"
     )
     parser.add_argument(
@@ -65,7 +79,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
 
     data = parser.add_argument_group("data")
-    data.add_argument("--image-size", type=int, default=64, help="side of the square training images (default: 64)")
+    data.add_argument("--image-size", type=int, default=None, help="side of the square training images (default: 64)")
     data.add_argument(
         "--skip-broken", action="store_true", help="skip missing or unreadable images instead of failing (--data only)"
     )
@@ -89,20 +103,20 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
 
     model = parser.add_argument_group("model")
-    model.add_argument("--base-channels", type=int, default=32, help="channels of the first stage (default: 32)")
-    model.add_argument("--channel-mults", type=parse_int_tuple, default=(1, 2, 4, 8), help="per-stage multiples (default: 1,2,4,8)")
-    model.add_argument("--attention-stages", type=parse_int_tuple, default=(2,), help="stages with attention (default: 2)")
-    model.add_argument("--dropout", type=float, default=0.1, help="dropout in residual blocks (default: 0.1)")
+    model.add_argument("--base-channels", type=int, default=None, help="channels of the first stage (default: 32)")
+    model.add_argument("--channel-mults", type=parse_int_tuple, default=None, help="per-stage multiples (default: 1,2,4,8)")
+    model.add_argument("--attention-stages", type=parse_int_tuple, default=None, help="stages with attention (default: 2)")
+    model.add_argument("--dropout", type=float, default=None, help="dropout in residual blocks (default: 0.1)")
 
     noise = parser.add_argument_group("noise process")
-    noise.add_argument("--timesteps", type=int, default=1000, help="diffusion steps T (default: 1000)")
+    noise.add_argument("--timesteps", type=int, default=None, help="diffusion steps T (default: 1000)")
     noise.add_argument(
-        "--beta-schedule", choices=("linear", "scaled_linear", "squaredcos_cap_v2"), default="linear", help="(default: linear)"
+        "--beta-schedule", choices=("linear", "scaled_linear", "squaredcos_cap_v2"), default=None, help="(default: linear)"
     )
-    noise.add_argument("--prediction-type", choices=("epsilon", "v_prediction"), default="epsilon", help="(default: epsilon)")
+    noise.add_argument("--prediction-type", choices=("epsilon", "v_prediction"), default=None, help="(default: epsilon)")
 
     opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--steps", type=int, default=10_000, help="optimiser steps (default: 10000)")
+    opt.add_argument("--steps", type=int, default=None, help="optimiser steps (default: 10000)")
     opt.add_argument(
         "--time-limit",
         type=float,
@@ -111,16 +125,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="also stop after this much wall time, ending as at --steps (checkpoint, samples, model); "
         "run again to continue towards --steps",
     )
-    opt.add_argument("--batch-size", type=int, default=64, help="images per step and process (default: 64)")
-    opt.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimiser step")
-    opt.add_argument("--lr", type=float, default=2e-4, help="peak learning rate (default: 2e-4)")
-    opt.add_argument("--warmup-steps", type=int, default=500, help="learning-rate warm-up steps (default: 500)")
-    opt.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant")
-    opt.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay (default: 0.999)")
-    opt.add_argument("--label-dropout", type=float, default=0.1, help="label drop rate for guidance (default: 0.1)")
+    opt.add_argument("--batch-size", type=int, default=None, help="images per step and process (default: 64)")
+    opt.add_argument("--grad-accum", type=int, default=None, help="micro-batches per optimiser step (default: 1)")
+    opt.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 2e-4)")
+    opt.add_argument("--warmup-steps", type=int, default=None, help="learning-rate warm-up steps (default: 500)")
+    opt.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None, help="(default: constant)")
+    opt.add_argument("--ema-decay", type=float, default=None, help="EMA decay (default: 0.999)")
+    opt.add_argument("--label-dropout", type=float, default=None, help="label drop rate for guidance (default: 0.1)")
     opt.add_argument("--no-flip", action="store_true", help="turn off random horizontal flips")
     opt.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is available")
-    opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument("--seed", type=int, default=None, help="(default: 0)")
     opt.add_argument(
         "--snr-gamma",
         type=float,
@@ -133,7 +147,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     speed.add_argument(
         "--mixed-precision",
         choices=MIXED_PRECISIONS,
-        default="auto",
+        default=None,
         help="autocast precision; auto: bf16 on a GPU that supports it, else no (default: auto)",
     )
     speed.add_argument("--no-tf32", action="store_true", help="keep float32 matmuls exact on GPUs (no TF32)")
@@ -157,9 +171,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
 
     out = parser.add_argument_group("outputs")
-    out.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (default: 1000)")
-    out.add_argument("--sample-every", type=int, default=1000, help="steps between sample grids (0: end only; -1: never)")
-    out.add_argument("--log-every", type=int, default=10, help="steps between metrics lines (default: 10)")
+    out.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default: 1000)")
+    out.add_argument("--sample-every", type=int, default=None, help="steps between sample grids (0: end only; -1: never)")
+    out.add_argument("--log-every", type=int, default=None, help="steps between metrics lines (default: 10)")
     hub = parser.add_argument_group("Hugging Face Hub")
     hub.add_argument(
         "--push-to-hub",
@@ -180,18 +194,13 @@ def run(args: argparse.Namespace) -> int:
     from ..models.unet import ConditionalUNet
     from ..training.trainer import DDPMTrainer
 
+    chosen = recipe(args)  # a bad --recipe or --set fails before the data set is built
     check_output_dir(args.output_dir, "--output-dir")  # before building the data set and model
-    dataset = _dataset(args)
-    torch.manual_seed(args.seed)
-    model = ConditionalUNet(
-        base_channels=args.base_channels,
-        channel_mults=args.channel_mults,
-        attention_stages=args.attention_stages,
-        dropout=args.dropout,
-        sample_size=args.image_size,
-    )
+    dataset = _dataset(args, chosen.image_size, chosen.trainer.seed)
+    torch.manual_seed(chosen.trainer.seed)
+    model = ConditionalUNet(chosen.unet.replace(sample_size=chosen.image_size))
     logger.info("ConditionalUNet with %.2f M parameters", model.num_parameters / 1e6)
-    trainer = DDPMTrainer(model, dataset, noise_config(args), trainer_config(args))
+    trainer = DDPMTrainer(model, dataset, chosen.noise, chosen.trainer, sampling=chosen.sampling)
     model_dir = trainer.train(resume=not args.no_resume, overwrite=args.overwrite)
     if trainer.is_main_process:
         print(f"model: {model_dir}")
@@ -199,51 +208,74 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def noise_config(args: argparse.Namespace) -> NoiseConfig:
-    """The noise process the parsed options ask for."""
-    from ..diffusion.noise import NoiseConfig
-
-    return NoiseConfig(
-        num_train_timesteps=args.timesteps, beta_schedule=args.beta_schedule, prediction_type=args.prediction_type
-    )
-
-
-def trainer_config(args: argparse.Namespace) -> TrainerConfig:
-    """The training settings the parsed options ask for."""
-    from ..training.config import TrainerConfig
-
-    return TrainerConfig(
-        output_dir=str(args.output_dir),
-        max_steps=args.steps,
-        time_limit_s=None if args.time_limit is None else args.time_limit * 60,
-        batch_size=args.batch_size,
-        gradient_accumulation_steps=args.grad_accum,
-        learning_rate=args.lr,
-        warmup_steps=args.warmup_steps,
-        lr_schedule=args.lr_schedule,
-        ema_decay=args.ema_decay,
-        label_dropout=args.label_dropout,
-        random_flip=not args.no_flip,
-        mixed_precision=args.mixed_precision,
-        tf32=not args.no_tf32,
-        cudnn_benchmark=not args.no_cudnn_benchmark,
-        fused_optimizer=args.fused_optimizer,
-        channels_last=args.channels_last,
-        compile=args.compile,
-        snr_gamma=args.snr_gamma,
-        cpu=args.cpu,
-        num_workers=args.num_workers,
-        seed=args.seed,
-        log_every=args.log_every,
-        checkpoint_every=args.checkpoint_every,
-        sample_every=args.sample_every,
-        push_to_hub=args.push_to_hub,
-        push_every=args.push_every,
-        hub_private=args.private,
-    )
+# Each option that changes a recipe setting, by its argparse dest; None means "not given".
+_RECIPE_OPTIONS = {
+    "image_size": "image_size",
+    "base_channels": "unet.base_channels",
+    "channel_mults": "unet.channel_mults",
+    "attention_stages": "unet.attention_stages",
+    "dropout": "unet.dropout",
+    "timesteps": "noise.num_train_timesteps",
+    "beta_schedule": "noise.beta_schedule",
+    "prediction_type": "noise.prediction_type",
+    "steps": "trainer.max_steps",
+    "batch_size": "trainer.batch_size",
+    "grad_accum": "trainer.gradient_accumulation_steps",
+    "lr": "trainer.learning_rate",
+    "warmup_steps": "trainer.warmup_steps",
+    "lr_schedule": "trainer.lr_schedule",
+    "ema_decay": "trainer.ema_decay",
+    "label_dropout": "trainer.label_dropout",
+    "snr_gamma": "trainer.snr_gamma",
+    "mixed_precision": "trainer.mixed_precision",
+    "fused_optimizer": "trainer.fused_optimizer",
+    "channels_last": "trainer.channels_last",
+    "seed": "trainer.seed",
+    "checkpoint_every": "trainer.checkpoint_every",
+    "sample_every": "trainer.sample_every",
+    "log_every": "trainer.log_every",
+}
+# Switches that change a setting only when given.
+_RECIPE_SWITCHES = {
+    "no_flip": ("trainer.random_flip", False),
+    "no_tf32": ("trainer.tf32", False),
+    "no_cudnn_benchmark": ("trainer.cudnn_benchmark", False),
+    "compile": ("trainer.compile", True),
+    "cpu": ("trainer.cpu", True),
+}
 
 
-def _dataset(args: argparse.Namespace) -> ClevrDataset | RenderedClevrDataset:
+def recipe(args: argparse.Namespace) -> Recipe:
+    """The recipe the parsed options ask for: ``--recipe`` (or the library's defaults), then the
+    options given one by one, then ``--set KEY=VALUE`` (each later one wins)."""
+    from ..training.recipe import Recipe, RecipeError, get_recipe, parse_assignment, parse_value
+
+    if args.recipe is None:
+        chosen = Recipe()
+    elif Path(args.recipe).suffix == ".json":
+        chosen = Recipe.load(args.recipe)
+    else:
+        chosen = get_recipe(args.recipe)
+    changes = {key: getattr(args, dest) for dest, key in _RECIPE_OPTIONS.items() if getattr(args, dest) is not None}
+    changes.update({key: value for dest, (key, value) in _RECIPE_SWITCHES.items() if getattr(args, dest)})
+    for text in args.set:
+        try:
+            key, value = parse_assignment(text)
+        except RecipeError as error:
+            raise RecipeError(f"--set: {error}") from error
+        changes[key] = parse_value(value)
+    changes.update({
+        "trainer.output_dir": str(args.output_dir),
+        "trainer.time_limit_s": None if args.time_limit is None else args.time_limit * 60,
+        "trainer.num_workers": args.num_workers,
+        "trainer.push_to_hub": args.push_to_hub,
+        "trainer.push_every": args.push_every,
+        "trainer.hub_private": args.private,
+    })  # fmt: skip
+    return chosen.override(changes)
+
+
+def _dataset(args: argparse.Namespace, image_size: int, seed: int) -> ClevrDataset | RenderedClevrDataset:
     """The folder of --data, or the scenes of --render-data rendered on the training device."""
     import torch
 
@@ -252,7 +284,7 @@ def _dataset(args: argparse.Namespace) -> ClevrDataset | RenderedClevrDataset:
 
     if args.data is not None:
         dataset = ClevrDataset(
-            args.data, image_size=args.image_size, skip_broken=args.skip_broken, preload=bool(args.preload)
+            args.data, image_size=image_size, skip_broken=args.skip_broken, preload=bool(args.preload)
         )
         logger.info("training on %d images from %s", len(dataset), args.data)
         return dataset
@@ -264,7 +296,7 @@ def _dataset(args: argparse.Namespace) -> ClevrDataset | RenderedClevrDataset:
     else:
         device = torch.device("cpu")
     rendered = RenderedClevrDataset(
-        args.render_data, image_size=args.image_size, seed=args.seed, supersample=args.supersample, device=device,
+        args.render_data, image_size=image_size, seed=seed, supersample=args.supersample, device=device,
         cache=args.preload is not False,
     )  # fmt: skip
     rendered.draw_scenes(workers=args.num_workers or None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,19 @@ class NoiseConfig(JsonConfig):
         beta_end: Last beta of the linear schedules.
         prediction_type: What the network predicts: the noise ``"epsilon"`` or the velocity
             ``"v_prediction"``.
+        rescale_betas_zero_snr: Rescale the schedule to zero terminal SNR (Lin et al. 2024,
+            "Common Diffusion Noise Schedules and Sample Steps are Flawed"): ``sqrt(abar_t)``
+            is shifted and scaled so that ``abar_{T-1} = 0`` (pure noise, as sampling starts)
+            while ``abar_0`` keeps its value. Passed to every diffusers scheduler as
+            ``rescale_betas_zero_snr`` (DPM-Solver++ and UniPC put ``2**-24`` in place of the
+            last 0 to keep their log-SNR finite). Needs ``prediction_type="v_prediction"``:
+            at SNR 0 the noise is the input itself, and an epsilon prediction says nothing
+            about the image.
+        noise_shift: Shift s of the schedule (Hoogeboom et al. 2023, "simple diffusion"):
+            every timestep's SNR is divided by ``s**2``, i.e. ``abar'_t = abar_t / (abar_t +
+            s**2 (1 - abar_t))``. ``s > 1`` is noisier (for larger images than the schedule
+            was tuned for), ``s < 1`` cleaner (0.5 trains at 32 x 32 with a schedule tuned for
+            64 x 64). 1 is the plain schedule. Applied before the zero-SNR rescaling.
     """
 
     num_train_timesteps: int = 1000
@@ -40,6 +54,8 @@ class NoiseConfig(JsonConfig):
     beta_start: float = 1e-4
     beta_end: float = 0.02
     prediction_type: PredictionType = "epsilon"
+    rescale_betas_zero_snr: bool = False
+    noise_shift: float = 1.0
 
     def __post_init__(self) -> None:
         if self.num_train_timesteps < 2:
@@ -53,9 +69,34 @@ class NoiseConfig(JsonConfig):
             raise ValueError(
                 f"unknown prediction_type {self.prediction_type!r}; use 'epsilon' or 'v_prediction'"
             )
+        if isinstance(self.noise_shift, bool) or not (
+            isinstance(self.noise_shift, (int, float)) and math.isfinite(self.noise_shift) and self.noise_shift > 0
+        ):
+            raise ValueError(f"noise_shift must be a finite number > 0 (1: no shift), got {self.noise_shift!r}")
+        if self.rescale_betas_zero_snr and self.prediction_type == "epsilon":
+            raise ValueError(
+                "rescale_betas_zero_snr=True makes the last timestep pure noise (SNR 0), where epsilon "
+                "prediction cannot recover the image; use prediction_type='v_prediction' with it"
+            )
 
-    def scheduler_config(self) -> dict[str, Any]:
-        """The matching ``DDPMScheduler`` config (also valid for DDIM and DPM-Solver)."""
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of the fields; the zero-SNR and shift settings only when not default.
+
+        Leaving them out at their defaults keeps the files of a plain schedule byte-identical to
+        what earlier versions wrote, and readable by them; `from_dict` restores the defaults.
+        """
+        data = super().to_dict()
+        for name, default in _OPTIONAL_DEFAULTS.items():
+            if data[name] == default:
+                del data[name]
+        return data
+
+    def _scheduler(self, **options: Any) -> DDPMScheduler:
+        """A ``DDPMScheduler`` of these settings and the extra ``options``.
+
+        The newer options are passed only when set, so the default config (its
+        ``_use_default_values`` included) is exactly that of earlier versions.
+        """
         return DDPMScheduler(
             num_train_timesteps=self.num_train_timesteps,
             beta_schedule=self.beta_schedule,
@@ -63,8 +104,37 @@ class NoiseConfig(JsonConfig):
             beta_end=self.beta_end,
             prediction_type=self.prediction_type,
             clip_sample=True,
-        ).config
+            **options,
+        )
 
+    def shifted_betas(self) -> list[float]:
+        """The betas of the schedule shifted by `noise_shift` (before any zero-SNR rescaling).
+
+        ``abar'_t = abar_t / (abar_t + s**2 (1 - abar_t))`` (SNR divided by ``s**2``), then
+        ``beta_0 = 1 - abar'_0`` and ``beta_t = 1 - abar'_t / abar'_{t-1}``; computed in float64
+        from the unshifted schedule's float32 betas.
+
+        Returns:
+            T betas in (0, 1), for diffusers' ``trained_betas``.
+        """
+        abar = torch.cumprod(1.0 - self._scheduler().betas.double(), dim=0)
+        shifted = abar / (abar + self.noise_shift**2 * (1.0 - abar))
+        previous = torch.cat([shifted.new_ones(1), shifted[:-1]])
+        return (1.0 - shifted / previous).tolist()
+
+    def scheduler_config(self) -> dict[str, Any]:
+        """The matching ``DDPMScheduler`` config (also valid for DDIM, DPM-Solver++ and UniPC).
+
+        A shifted schedule goes in as ``trained_betas``, and ``rescale_betas_zero_snr`` is passed
+        through (diffusers rescales whatever betas it has, so the shift comes first). At the
+        defaults neither key is given, and the config is that of earlier versions.
+        """
+        options: dict[str, Any] = {}
+        if self.noise_shift != 1.0:
+            options["trained_betas"] = self.shifted_betas()
+        if self.rescale_betas_zero_snr:
+            options["rescale_betas_zero_snr"] = True
+        return self._scheduler(**options).config
 
     def save_scheduler_config(self, folder: str | os.PathLike[str]) -> Path:
         """Write ``scheduler_config.json`` in diffusers' format into ``folder`` (atomically).
@@ -73,12 +143,20 @@ class NoiseConfig(JsonConfig):
         """
         config = dict(self.scheduler_config())
         config["_class_name"] = "DDPMScheduler"
+        if self.noise_shift != 1.0:
+            # diffusers needs only trained_betas; the shift is kept for from_scheduler_config.
+            config["noise_shift"] = self.noise_shift
         return atomic_write_text(Path(folder) / SCHEDULER_CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def from_scheduler_config(cls, config: dict[str, Any]) -> NoiseConfig:
-        """Read the noise settings back from a diffusers scheduler config (other keys ignored)."""
+        """Read the noise settings back from a diffusers scheduler config (other keys ignored,
+        ``trained_betas`` included: a shifted schedule is rebuilt from ``noise_shift``)."""
         return cls.from_dict({k: v for k, v in config.items() if k in cls.__dataclass_fields__})
+
+
+_OPTIONAL_DEFAULTS: dict[str, Any] = {"rescale_betas_zero_snr": False, "noise_shift": 1.0}
+"""`NoiseConfig` fields added after the first release, with the values that are left out of files."""
 
 
 class NoiseProcess:
@@ -141,8 +219,9 @@ class NoiseProcess:
             t: (B,) int64 timesteps in [0, T).
 
         Returns:
-            (B,) float32 SNRs in (0, inf), on the device of ``t`` (the ratio is formed in
-            float64, so no extra rounding is added to the float32 ``abar_t``).
+            (B,) float32 SNRs in [0, inf), on the device of ``t`` (the ratio is formed in
+            float64, so no extra rounding is added to the float32 ``abar_t``); 0 at t = T - 1
+            with ``rescale_betas_zero_snr``.
         """
         abar = self.alphas_cumprod.to(device=t.device, dtype=torch.float64)[t]
         return (abar / (1.0 - abar)).float()
@@ -160,7 +239,8 @@ class NoiseProcess:
             snr_gamma: The clip gamma (> 0; the paper uses 5). ``None``: no weighting.
 
         Returns:
-            (B,) float32 weights in (0, 1], on the device of ``t``; all ones without gamma.
+            (B,) float32 weights in [0, 1], on the device of ``t``; all ones without gamma. At
+            zero SNR (the last step of a rescaled schedule) the v-prediction weight is 0.
 
         Raises:
             ValueError: If ``snr_gamma`` is not positive.

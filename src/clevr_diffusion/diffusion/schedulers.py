@@ -59,7 +59,8 @@ def build_scheduler(method: str, scheduler_config: dict[str, Any]) -> SchedulerM
     """Build the diffusers scheduler for a sampling method from the training schedule.
 
     Args:
-        method: ``"ddpm"`` (ancestral, the DDPM paper's), ``"ddim"`` (deterministic, eta 0,
+        method: ``"ddpm"`` (ancestral, the DDPM paper's; trailing spacing under zero terminal
+            SNR, so that a shortened chain too starts from t = T - 1), ``"ddim"`` (deterministic, eta 0,
             ``timestep_spacing="trailing"`` so the first step starts from t = T - 1, pure
             noise), ``"dpm++"`` (second-order multistep DPM-Solver++) or ``"unipc"`` (UniPC,
             second-order predictor with the UniC corrector, in x0 form). The multistep solvers
@@ -70,6 +71,10 @@ def build_scheduler(method: str, scheduler_config: dict[str, Any]) -> SchedulerM
         ValueError: For an unknown method.
     """
     if method == "ddpm":
+        if scheduler_config.get("rescale_betas_zero_snr"):
+            # Zero terminal SNR is only of use if sampling starts at t = T - 1, pure noise; the
+            # default "leading" spacing of a shortened chain starts below it.
+            return DDPMScheduler.from_config(scheduler_config, timestep_spacing="trailing")
         return DDPMScheduler.from_config(scheduler_config)
     if method == "ddim":
         return DDIMScheduler.from_config(scheduler_config, timestep_spacing="trailing")

@@ -1,4 +1,5 @@
-"""Embeddings of the two conditioning inputs: the diffusion timestep and the label vector."""
+"""Embeddings of the two conditioning inputs: the diffusion timestep and the labels (as one
+vector, or as a set of object tokens)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["LabelEmbedding", "SinusoidalTimeEmbedding", "TimestepEmbedding"]
+__all__ = ["LabelEmbedding", "ObjectTokens", "SinusoidalTimeEmbedding", "TimestepEmbedding"]
 
 
 class SinusoidalTimeEmbedding(nn.Module):
@@ -77,3 +78,42 @@ class LabelEmbedding(nn.Module):
     def forward(self, labels: torch.Tensor) -> torch.Tensor:
         """Map (B, num_labels) multi-hot labels in {0, 1} to (B, dim) embeddings."""
         return self.mlp(labels)
+
+
+class ObjectTokens(nn.Module):
+    """The labels as a set of tokens for cross-attention: one learned token per object, plus null.
+
+    Every one of the ``num_labels`` objects has a learned ``dim``-wide token, and one more
+    learned "null" token is always visible. A batch row attends to the tokens of its present
+    objects (``labels > 0.5``) and to the null token, so the tokens are a fixed (K, dim) set,
+    K = num_labels + 1, with a (B, K) boolean mask: no variable-length lists, and an all-zero
+    row (the classifier-free guidance unconditional input) attends to the null token alone
+    instead of to an empty set. The tokens do not depend on the timestep: the time enters
+    through the queries, which come from the time-conditioned feature map.
+
+    Args:
+        num_labels: Length of the multi-hot vector (24 for i-CLEVR).
+        dim: Token width.
+    """
+
+    def __init__(self, num_labels: int, dim: int) -> None:
+        super().__init__()
+        self.num_labels = num_labels
+        # Row k < num_labels is object k's token; the last row is the null token. Unit-variance
+        # init, as nn.Embedding's: the key/value projections then see inputs of the usual scale.
+        self.tokens = nn.Parameter(torch.randn(num_labels + 1, dim))
+
+    def forward(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens and attention mask for a batch of labels.
+
+        Args:
+            labels: (B, num_labels) multi-hot labels in {0, 1} (any float dtype).
+
+        Returns:
+            ``(tokens, mask)``: the (num_labels + 1, dim) tokens, shared by every row (the null
+            token last), and the (B, num_labels + 1) bool mask, True for the row's present
+            objects and always for the null token.
+        """
+        present = labels > 0.5
+        null = present.new_ones(present.shape[0], 1)
+        return self.tokens, torch.cat([present, null], dim=1)

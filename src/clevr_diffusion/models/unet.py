@@ -21,10 +21,10 @@ from ..model_folder import (
     write_model_card,
 )
 from ..model_folder.weights import load_weights, save_weights
-from .attention import SelfAttention
+from .attention import CrossAttention, SelfAttention
 from .blocks import Downsample, ResBlock, Upsample
 from .config import UNetConfig
-from .embeddings import LabelEmbedding, TimestepEmbedding
+from .embeddings import LabelEmbedding, ObjectTokens, TimestepEmbedding
 from .normalization import AdaptiveGroupNorm
 from .serialization import load_state_dict_strict
 
@@ -32,13 +32,21 @@ __all__ = ["ConditionalUNet"]
 
 
 class _Stage(nn.Module):
-    """Residual blocks, each optionally followed by attention, at one resolution."""
+    """Residual blocks at one resolution, each optionally followed by self-attention and then
+    cross-attention to the object tokens (built only when asked for, so a stage without it has
+    the state-dict keys it always had)."""
 
     def __init__(
-        self, channels_in: int, channels: int, num_blocks: int, attention: bool, cfg: UNetConfig
+        self,
+        channels_in: int,
+        channels: int,
+        num_blocks: int,
+        attention: bool,
+        cfg: UNetConfig,
+        cross_attention: bool = False,
     ) -> None:
         super().__init__()
-        cond_dim = 2 * cfg.embed_dim
+        cond_dim = cfg.cond_dim
         self.blocks = nn.ModuleList(
             ResBlock(channels_in if i == 0 else channels, channels, cond_dim, cfg.norm_groups, cfg.dropout)
             for i in range(num_blocks)
@@ -47,10 +55,26 @@ class _Stage(nn.Module):
             SelfAttention(channels, cfg.num_heads, cfg.norm_groups) if attention else nn.Identity()
             for _ in range(num_blocks)
         )
+        self.cross_attentions: nn.ModuleList | None = None
+        if cross_attention:
+            self.cross_attentions = nn.ModuleList(
+                CrossAttention(channels, cfg.embed_dim, cfg.num_heads, cfg.norm_groups) for _ in range(num_blocks)
+            )
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        for block, attention in zip(self.blocks, self.attentions, strict=True):
+    def forward(
+        self,
+        x: torch.Tensor,
+        cond: torch.Tensor,
+        tokens: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Map ``x`` (B, C_in, H, W) to (B, C, H, W) under ``cond`` (B, cond_dim) and, with
+        cross-attention, the (K, D) ``tokens`` and (B, K) bool ``mask`` of `ObjectTokens`."""
+        for i, (block, attention) in enumerate(zip(self.blocks, self.attentions, strict=True)):
             x = attention(block(x, cond))
+            if self.cross_attentions is not None:
+                assert tokens is not None and mask is not None, "a cross-attention stage needs tokens and mask"
+                x = self.cross_attentions[i](x, tokens, mask)
         return x
 
 
@@ -58,7 +82,10 @@ class ConditionalUNet(nn.Module, PushToHubMixin):
     """UNet denoiser conditioned on a timestep and a multi-hot object label.
 
     A network only: it maps ``(x_t, t, labels)`` to a prediction and knows nothing of the noise
-    schedule, training or sampling. Build it from keyword arguments (the fields of
+    schedule, training or sampling. The labels condition it as one vector (an MLP embedding
+    joined to the time embedding that modulates every residual block; the default), as a set
+    of object tokens that chosen layers cross-attend to (`UNetConfig.cross_attention_stages`,
+    ``cross_attention_bottleneck``), or both. Build it from keyword arguments (the fields of
     `UNetConfig`) or from a config object; ``model.config`` round-trips through
     ``config.json``.
 
@@ -81,24 +108,36 @@ class ConditionalUNet(nn.Module, PushToHubMixin):
         emb = cfg.embed_dim
 
         self.time_embedding = TimestepEmbedding(cfg.base_channels, emb)
-        self.label_embedding = LabelEmbedding(cfg.num_labels, emb)
+        # Only the conditioning paths the config asks for are built: the default (label vector,
+        # no cross-attention) has exactly the modules, keys and random initialisation it always had.
+        self.label_embedding: LabelEmbedding | None = LabelEmbedding(cfg.num_labels, emb) if cfg.label_vector else None
+        self.object_tokens: ObjectTokens | None = (
+            ObjectTokens(cfg.num_labels, emb) if cfg.uses_object_tokens else None
+        )
         self.input_conv = nn.Conv2d(cfg.in_channels, channels[0], kernel_size=3, padding=1)
 
         self.encoder = nn.ModuleList()
         self.downsamplers = nn.ModuleList()
         previous = channels[0]
         for i, ch in enumerate(channels):
-            self.encoder.append(_Stage(previous, ch, cfg.blocks_per_stage, i in cfg.attention_stages, cfg))
+            self.encoder.append(
+                _Stage(
+                    previous, ch, cfg.blocks_per_stage, i in cfg.attention_stages, cfg, i in cfg.cross_attention_stages
+                )
+            )
             last = i == len(channels) - 1
             self.downsamplers.append(nn.Identity() if last else Downsample(ch))
             previous = ch
 
-        cond_dim = 2 * emb
+        cond_dim = cfg.cond_dim
         self.mid_block1 = ResBlock(channels[-1], channels[-1], cond_dim, cfg.norm_groups, cfg.dropout)
         self.mid_attention: nn.Module = (
             SelfAttention(channels[-1], cfg.num_heads, cfg.norm_groups)
             if cfg.bottleneck_attention
             else nn.Identity()
+        )
+        self.mid_cross_attention: CrossAttention | None = (
+            CrossAttention(channels[-1], emb, cfg.num_heads, cfg.norm_groups) if cfg.cross_attention_bottleneck else None
         )
         self.mid_block2 = ResBlock(channels[-1], channels[-1], cond_dim, cfg.norm_groups, cfg.dropout)
 
@@ -109,7 +148,14 @@ class ConditionalUNet(nn.Module, PushToHubMixin):
         for i in reversed(range(len(channels))):
             ch = channels[i]
             self.decoder.append(
-                _Stage(previous + ch, ch, cfg.decoder_blocks_per_stage, i in cfg.attention_stages, cfg)
+                _Stage(
+                    previous + ch,
+                    ch,
+                    cfg.decoder_blocks_per_stage,
+                    i in cfg.attention_stages,
+                    cfg,
+                    i in cfg.cross_attention_stages,
+                )
             )
             self.upsamplers.append(Upsample(ch) if i > 0 else nn.Identity())
             previous = ch
@@ -283,19 +329,27 @@ class ConditionalUNet(nn.Module, PushToHubMixin):
             (B, out_channels, H, W) prediction, same dtype as ``x``.
         """
         t, labels = self._check_inputs(x, t, labels)
-        cond = torch.cat([self.time_embedding(t).to(x.dtype), self.label_embedding(labels)], dim=1)
+        cond = self.time_embedding(t).to(x.dtype)
+        if self.label_embedding is not None:
+            cond = torch.cat([cond, self.label_embedding(labels)], dim=1)
+        # Computed once a forward and shared by every cross-attention layer (None without any).
+        tokens, mask = self.object_tokens(labels) if self.object_tokens is not None else (None, None)
 
         h = self.input_conv(x)
         skips = []
         for stage, down in zip(self.encoder, self.downsamplers, strict=True):
-            h = stage(h, cond)
+            h = stage(h, cond, tokens, mask)
             skips.append(h)
             h = down(h)
 
-        h = self.mid_block2(self.mid_attention(self.mid_block1(h, cond)), cond)
+        h = self.mid_attention(self.mid_block1(h, cond))
+        if self.mid_cross_attention is not None:
+            assert tokens is not None and mask is not None  # built together with object_tokens
+            h = self.mid_cross_attention(h, tokens, mask)
+        h = self.mid_block2(h, cond)
 
         for stage, up in zip(self.decoder, self.upsamplers, strict=True):
-            h = stage(torch.cat([h, skips.pop()], dim=1), cond)
+            h = stage(torch.cat([h, skips.pop()], dim=1), cond, tokens, mask)
             h = up(h)
 
         return self.output_conv(self.act(self.output_norm(h, cond)))

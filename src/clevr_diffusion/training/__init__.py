@@ -17,6 +17,10 @@ _EXPORTS: dict[str, str] = {
     "EvaluatorTrainingConfig": ".evaluator_config",
     "train_evaluator": ".evaluator",
     "learning_rate_at": ".schedule",
+    "RECIPES": ".recipe",
+    "Recipe": ".recipe",
+    "RecipeError": ".recipe",
+    "get_recipe": ".recipe",
 }
 """Where each public name lives; its module is imported on first access (PEP 562), so the
 command's parsers read `EvaluatorTrainingConfig` without importing accelerate."""
@@ -26,6 +30,7 @@ if TYPE_CHECKING:  # what type checkers and the API docs see
     from .ema import EMA
     from .evaluator import train_evaluator
     from .evaluator_config import EvaluatorTrainingConfig
+    from .recipe import RECIPES, Recipe, RecipeError, get_recipe
     from .schedule import learning_rate_at
     from .trainer import DDPMTrainer, DivergenceError, ResumeMismatchError, RunFolderError
 else:  # at run time a name's module is imported on its first use
@@ -33,6 +38,10 @@ else:  # at run time a name's module is imported on its first use
 
 __all__ = [
     "EMA",
+    "RECIPES",
+    "Recipe",
+    "RecipeError",
+    "get_recipe",
     "DDPMTrainer",
     "DivergenceError",
     "EvaluatorTrainingConfig",

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..constants import MIXED_PRECISIONS
 from ..utils.config import JsonConfig
 from .schedule import LR_SCHEDULES, learning_rate_at
+
+if TYPE_CHECKING:
+    from ..diffusion.sampler import SamplingConfig
 
 __all__ = ["MIXED_PRECISIONS", "TrainerConfig"]
 
@@ -170,6 +174,13 @@ class TrainerConfig(JsonConfig):
         if self.channels_last is not None:
             return self.channels_last
         return device_type == "cuda"
+
+    def sampling_config(self) -> SamplingConfig:
+        """The sampling settings of the grids (``sample_method``, ``sample_steps``,
+        ``sample_guidance``), which a finished model also saves as its default."""
+        from ..diffusion.sampler import SamplingConfig
+
+        return SamplingConfig(method=self.sample_method, num_inference_steps=self.sample_steps, guidance_scale=self.sample_guidance)
 
     def learning_rate_at(self, step: int) -> float:
         """Learning rate of optimiser step ``step`` (0-based): warm-up, then the schedule

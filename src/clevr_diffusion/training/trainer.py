@@ -99,6 +99,9 @@ class DDPMTrainer:
             multi-hot float. A data set with ``can_gather`` is moved to the training device.
         noise: The noise process or its config (default: linear betas, T = 1000, epsilon).
         config: Training settings; keyword arguments override its fields.
+        sampling: Settings of the sample grids and the finished model's default sampling
+            (``sampler_config.json``); default: ``config``'s ``sample_method``,
+            ``sample_steps`` and ``sample_guidance``.
         **overrides: Fields of `TrainerConfig`.
 
     Attributes:
@@ -112,10 +115,12 @@ class DDPMTrainer:
         dataset: Dataset,
         noise: NoiseProcess | NoiseConfig | None = None,
         config: TrainerConfig | None = None,
+        sampling: SamplingConfig | None = None,
         **overrides: Any,
     ) -> None:
         config = config or TrainerConfig()
         self.config = config.replace(**overrides) if overrides else config
+        self.sampling = sampling or self.config.sampling_config()
         self.noise = noise if isinstance(noise, NoiseProcess) else NoiseProcess(noise)
         self.dataset = dataset
         self.output_dir = Path(self.config.output_dir)
@@ -271,7 +276,7 @@ class DDPMTrainer:
             self.dataset.make_resident(self.accelerator.device, progress=self.is_main_process)  # type: ignore[attr-defined]
 
     # ---------------------------------------------------------------------------- train
-    def train(self, resume: bool = True, overwrite: bool = False) -> Path:
+    def train(self, resume: bool = True, overwrite: bool = False, stop_at: int | None = None) -> Path:
         """Train up to ``config.max_steps`` optimiser steps.
 
         Args:
@@ -288,12 +293,15 @@ class DDPMTrainer:
 
         Raises:
             RunFolderError: If the folder holds a run that ``resume=False`` would destroy
-                without ``overwrite``; `ResumeMismatchError` (also a `CheckpointMismatchError`)
+                without ``overwrite``, or one already past ``stop_at``; `ResumeMismatchError` (also a `CheckpointMismatchError`)
                 if its checkpoint has other noise or model settings.
             DivergenceError: If the loss or the weights stop being finite (nothing
                 non-finite is saved; the message names the last good checkpoint).
         """
         cfg, acc = self.config, self.accelerator
+        if stop_at is not None and not 1 <= stop_at <= cfg.max_steps:
+            raise ValueError(f"stop_at must be in [1, max_steps = {cfg.max_steps}], got {stop_at}")
+        end = cfg.max_steps if stop_at is None else stop_at
         torch.manual_seed(cfg.seed)
         resume = resume and not overwrite
         self._prepare_run_folder(resume, overwrite)
@@ -320,6 +328,11 @@ class DDPMTrainer:
         if latest is not None:
             self._load_checkpoint(latest, optimizer)
             logger.info("resumed from %s at step %d", latest, self.step)
+            if self.step > end:
+                raise RunFolderError(
+                    f"{self.output_dir} is already at step {self.step}, past stop_at = {end}; "
+                    "stop at a later step, or start the run again (another output_dir, or --no-resume --overwrite)"
+                )
         if self.is_main_process:
             self._truncate_metrics(self.step)
 
@@ -333,14 +346,14 @@ class DDPMTrainer:
         clock = _StepClock(cfg.batch_size * cfg.gradient_accumulation_steps * acc.num_processes)
         started = time.perf_counter()
         bar = tqdm(total=cfg.max_steps, initial=self.step, desc="training", disable=not self.is_main_process)
-        while self.step < cfg.max_steps:
+        while self.step < end:
             window.add(self._train_step(model, optimizer, batches))
             self.step += 1
             bar.update(1)
             clock.tick()
             log_step = self.step % cfg.log_every == 0
             out_of_time = self._out_of_time(started, log_step)
-            last = self.step == cfg.max_steps or out_of_time
+            last = self.step == end or out_of_time
 
             if log_step or last:
                 # The one host-device synchronisation of the loop: reading the mean loss.
@@ -626,9 +639,7 @@ class DDPMTrainer:
 
     # --------------------------------------------------------------------------- outputs
     def _sampler(self, model: ConditionalUNet) -> DDPMSampler:
-        cfg = self.config
-        sampling = SamplingConfig(method=cfg.sample_method, num_inference_steps=cfg.sample_steps, guidance_scale=cfg.sample_guidance)
-        return DDPMSampler(model, self.noise.config, sampling)
+        return DDPMSampler(model, self.noise.config, self.sampling)
 
     def save_samples(self) -> Path | None:
         """Draw a grid for the first label sets of test.json with the EMA weights (main process)."""

@@ -101,6 +101,8 @@ def plot_lines(
     log_x: bool = False,
     y_range: tuple[float, float] | None = None,
     size: tuple[int, int] = (720, 440),
+    errors: dict[str, Sequence[float]] | None = None,
+    x_ticks: bool = True,
 ) -> Path:
     """Draw several named series ``name -> (xs, ys)`` as lines with dots and a legend, as a PNG.
 
@@ -112,13 +114,21 @@ def plot_lines(
         y_label: Text beside the top of the y axis.
         log_x: Logarithmic x axis (e.g. sampling steps 10 ... 1000).
         y_range: Fixed (low, high) of the y axis (default: the data's range).
-        size: Image (width, height) in pixels.
+        size: Image (width, height) in pixels; the legend widens it for long names.
+        errors: Per series, a half-width for each point, drawn as a vertical bar (e.g. one
+            standard deviation).
+        x_ticks: Label the x axis at every x value of the data; ``False``: at five even
+            positions (for x values that differ between series, such as times).
     """
-    width, height = size
-    margins = left, right, top, bottom = 64, 170, 28, 40
-    image, draw = _frame(size, title, margins)
+    errors = errors or {}
+    legend = max((len(name) for name in series), default=0) * 6 + 50
+    right = max(170, legend)
+    width, height = size[0] + right - 170, size[1]
+    margins = left, right, top, bottom = 64, right, 28, 40
+    image, draw = _frame((width, height), title, margins)
     xs_all = [math.log10(x) if log_x else x for xs, _ in series.values() for x in xs]
     ys_all = [y for _, ys in series.values() for y in ys]
+    ys_all += [y + sign * e for name, (_, ys) in series.items() for y, e in zip(ys, errors.get(name, ()), strict=False) for sign in (-1, 1)]
     if xs_all:
         x0, x1 = min(xs_all), max(xs_all)
         x1 = x1 if x1 > x0 else x0 + 1
@@ -133,9 +143,12 @@ def plot_lines(
             return px, py
 
         ticks = sorted({x for xs, _ in series.values() for x in xs})
+        if not x_ticks:
+            low, high = (10**x0, 10**x1) if log_x else (x0, x1)
+            ticks = [low + (high - low) * k / 4 for k in range(5)]
         for x in ticks:
             px, _ = to_px(x, y0)
-            draw.text((px - 8, height - bottom + 4), f"{x:g}", fill="black")
+            draw.text((px - 8, height - bottom + 4), f"{x:g}" if x_ticks else f"{x:.3g}", fill="black")
         for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
             y = y0 + frac * (y1 - y0)
             _, py = to_px(ticks[0], y)
@@ -148,6 +161,11 @@ def plot_lines(
                 draw.line(points, fill=colour, width=2)
             for px, py in points:
                 draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
+            for x, y, e in zip(xs, ys, errors.get(name, ()), strict=False):
+                (px, low), (_, high) = to_px(x, y - e), to_px(x, y + e)
+                draw.line([px, low, px, high], fill=colour, width=1)
+                draw.line([px - 3, low, px + 3, low], fill=colour)
+                draw.line([px - 3, high, px + 3, high], fill=colour)
             ly = top + 8 + 16 * i
             draw.line([width - right + 10, ly + 6, width - right + 30, ly + 6], fill=colour, width=3)
             draw.text((width - right + 36, ly), name, fill="black")
