@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from clevr_diffusion import DDPMSampler
 from clevr_diffusion.ablation import AblationPlan, AblationReport, PlanError, load_plan, run_ablation, vary_variants
 from clevr_diffusion.ablation.plan import BASELINE, variant_folder
 from clevr_diffusion.ablation.runner import RESULTS_NAME
@@ -110,6 +114,8 @@ def test_tiny_ablation_end_to_end_resumes_and_refuses(tmp_path: Path, conditions
     assert "| cosine | `noise.beta_schedule=\"squaredcos_cap_v2\"` |" in (out / "summary.md").read_text()
     recipe = Recipe.load(out / "variants" / "cosine" / "recipe.json")
     assert recipe.noise.beta_schedule == "squaredcos_cap_v2" and recipe.trainer.max_steps == 4
+    saved = DDPMSampler.from_pretrained(out / "variants" / "cosine" / "run" / "model").config
+    assert (saved.preset, saved.guidance_scale) == ("unipc-10", 2.0)  # the recipe's sampling, scored and saved
 
     # Started again, it does nothing; with its last score lost, it scores that point again alike.
     results = json.loads((out / RESULTS_NAME).read_text())
@@ -180,3 +186,23 @@ def test_shipped_plans_are_valid(path: Path) -> None:
     plan = load_plan(path)
     recipes = plan.recipes()
     assert BASELINE in recipes and all(r.differences(recipes[BASELINE]) for n, r in recipes.items() if n != BASELINE)
+
+
+@pytest.mark.slow
+def test_two_processes_with_accelerate_launch(tmp_path: Path, conditions: str) -> None:
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    assert accelerate, "accelerate's launcher is installed with the package"
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(tiny_plan(conditions, draws=1, variants={BASELINE: {}}, render_scenes=6).to_dict()))
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    command = [
+        accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        "--dynamo_backend", "no", "-m", "clevr_diffusion.cli", "ablate", "--plan", str(plan), "--output-dir", str(tmp_path / "study"),
+    ]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    points = json.loads((tmp_path / "study" / RESULTS_NAME).read_text())["points"]
+    # Two processes of 8 images a step: half the steps of one process, one score per point.
+    assert [(p["images"], p["step"]) for p in points] == [(16, 1), (32, 2)]
+    checkpoint = list_checkpoints(tmp_path / "study" / "variants" / BASELINE / "run" / "checkpoints")[-1]
+    assert json.loads((checkpoint / "state.json").read_text())["num_processes"] == 2

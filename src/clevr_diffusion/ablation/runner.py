@@ -32,7 +32,7 @@ from ..models.unet import ConditionalUNet
 from ..render.dataset_writer import make_dataset
 from ..training.checkpoint import find_latest_checkpoint, read_state
 from ..training.recipe import Recipe
-from ..training.trainer import DDPMTrainer
+from ..training.trainer import DDPMTrainer, trains_on_cpu
 from ..utils.images import as_saved_png, save_grid
 from ..utils.io import atomic_write_json, remove_folder
 from .plan import AblationPlan, PlanError, variant_folder
@@ -82,11 +82,12 @@ class PointResult:
         return [sum(values) / len(values) for values in zip(*per_file, strict=True)]
 
 
-def _state() -> Any:
-    """accelerate's process state (one process unless started by ``accelerate launch``)."""
+def _state(cpu: bool | None = None) -> Any:
+    """accelerate's process state (one process unless started by ``accelerate launch``); the
+    first call makes it, on the CPU when ``cpu`` (see `trains_on_cpu`)."""
     from accelerate import PartialState
 
-    return PartialState()
+    return PartialState(cpu=bool(cpu))
 
 
 def _images_per_step(recipe: Recipe, processes: int) -> int:
@@ -127,10 +128,11 @@ def _load_results(out: Path) -> list[PointResult]:
     return [PointResult(**row) for row in rows]
 
 
-def _datasets(plan: AblationPlan, sizes: set[int], out: Path, device: torch.device, progress: bool) -> dict[int, ClevrDataset]:
+def _datasets(
+    plan: AblationPlan, sizes: set[int], out: Path, device: torch.device, state: Any, progress: bool
+) -> dict[int, ClevrDataset]:
     """The training data at each image size: the plan's folder, or the built-in data rendered
     once per size into ``out/data`` (by the main process; resumable)."""
-    state = _state()
     folders = {}
     for size in sorted(sizes):
         if plan.data is not None:
@@ -232,8 +234,9 @@ def run_ablation(
             scoring settings or another recipe under a variant's name (without ``overwrite``).
     """
     out = Path(output_dir)
-    state = _state()
     recipes = plan.recipes()
+    cpu = all(trains_on_cpu(r.trainer) for r in recipes.values())
+    state = _state(cpu)
     if overwrite and state.is_main_process and out.exists():
         logger.warning("replacing the ablation in %s", out)
         remove_folder(out)
@@ -250,10 +253,10 @@ def run_ablation(
         plan.save(out / PLAN_NAME)
         for name, recipe in recipes.items():
             recipe.save(out / "variants" / variant_folder(name) / RECIPE_NAME)
-    cpu = all(r.trainer.cpu for r in recipes.values()) or not torch.cuda.is_available()
+    cpu = cpu or not torch.cuda.is_available()
     train_device = torch.device("cpu") if cpu else torch.device("cuda", state.local_process_index)
     score_device = torch.device(device) if device is not None else train_device
-    datasets = _datasets(plan, {r.image_size for r in recipes.values()}, out, train_device, progress)
+    datasets = _datasets(plan, {r.image_size for r in recipes.values()}, out, train_device, state, progress)
     judge = load_evaluator(evaluator, score_device) if state.is_main_process else None
 
     results = _load_results(out)

@@ -67,6 +67,18 @@ class DivergenceError(FloatingPointError, ValueError):
     """Training diverged: the loss or the weights stopped being finite. Nothing non-finite was saved."""
 
 
+def trains_on_cpu(config: TrainerConfig) -> bool:
+    """Whether a run with ``config`` trains on the CPU: asked for (``config.cpu``), or launched
+    as several processes on a machine without CUDA.
+
+    accelerate forms a multi-process CPU group (gloo) only when told to use the CPU, and its
+    process state is made once per process: whatever creates it first (`PartialState(cpu=...)`
+    or the trainer's `Accelerator`) must pass this.
+    """
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return config.cpu or (launched and not torch.cuda.is_available())
+
+
 class DDPMTrainer:
     """Trains a `ConditionalUNet` to denoise images of a labelled data set.
 
@@ -153,10 +165,7 @@ class DDPMTrainer:
             return Accelerator(**kwargs)
 
     def _use_cpu(self) -> bool:
-        # accelerate only forms a multi-process CPU group (gloo) when told to use the CPU, so a
-        # launch with several processes on a machine without CUDA needs the flag set for it.
-        launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-        return self.config.cpu or (launched and not torch.cuda.is_available())
+        return trains_on_cpu(self.config)
 
     def _check_dataset(self, model: ConditionalUNet) -> None:
         if len(self.dataset) == 0:  # type: ignore[arg-type]
