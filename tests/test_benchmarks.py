@@ -46,3 +46,17 @@ def test_known_cards_have_a_bf16_peak() -> None:
     names = {"NVIDIA H100 80GB HBM3": 989.4, "NVIDIA H100 PCIe": 756.0, "NVIDIA H200": 989.4, "NVIDIA A100-SXM4-80GB": 312.0}
     for name, peak in names.items():
         assert next(p for card, p in bench.BF16_PEAK_TFLOPS.items() if card in name) == peak
+
+
+def test_ablation_speed_times_every_variant(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plan = {
+        "recipe": None, "images": 16,
+        "base": {"image_size": 16, "unet.base_channels": 8, "unet.channel_mults": [1, 2], "unet.attention_stages": [1],
+                 "unet.norm_groups": 4, "unet.num_heads": 2, "trainer.batch_size": 4},
+        "variants": {"baseline": {}, "wide": {"unet.base_channels": 16}},
+    }  # fmt: skip
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    out = load("ablation_speed").main(["--plan", str(tmp_path / "plan.json"), "--rounds", "2", "--steps", "1", "--json", str(tmp_path / "s.json")])
+    assert list(out) == ["baseline", "wide"] and all(len(v["step_seconds"]) == 2 for v in out.values())
+    assert out["wide"]["parameters"] > 3 * out["baseline"]["parameters"]
+    assert "| wide |" in capsys.readouterr().out and json.loads((tmp_path / "s.json").read_text()) == out
