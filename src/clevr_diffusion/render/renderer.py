@@ -15,12 +15,15 @@ are anti-aliased as Blender's are:
 * smaller images: the Blackman-Harris filter at the 320 x 240 scale convolved with PIL's
   BILINEAR downscale kernel (a triangle of radius one output pixel), as ``png64`` is made.
 
-Shading (`clevr_diffusion.render.shading`) is costly and only needed where it varies: on
-images up to 128 px wide, one random sample per pixel is shaded on diffuse surfaces (metal
-always at every sample, with four reflection rays). Each surface's shaded values are then
-averaged over neighbouring pixels with a Gaussian (a narrow one on metal, whose reflections
-are sharp), within that surface only, and weighted by the surface's filtered coverage of the
-pixel: noise is averaged away, outlines stay sharp.
+Shading (`clevr_diffusion.render.shading`) is costly and only needed where it varies. By
+default every sample is shaded except on open floor: pixels whose samples all hit the backdrop
+and that no object can shadow from any light (a conservative test of the lights' shadow cones
+against the objects' bounding spheres, `_open_floor`; about half the floor of an i-CLEVR
+scene) are shaded at one sample and smoothed more widely, as a surface of their own, since
+their light is smooth. Metal is always shaded at every sample, with four reflection rays.
+Each surface's shaded values are then averaged over neighbouring pixels with a Gaussian (a
+narrow one on metal, whose reflections are sharp), within that surface only, and weighted by
+the surface's filtered coverage of the pixel: noise is averaged away, outlines stay sharp.
 
 Randomness for scene ``i`` of a call is drawn from CPU generators seeded with
 ``(seed, scene_offset + i)``, so a scene renders the same whether alone or in a batch.
@@ -36,11 +39,11 @@ from dataclasses import dataclass
 import torch
 
 from .camera import REFERENCE_HEIGHT, REFERENCE_WIDTH, Frame, intrinsics
-from .geometry import MISS_ID, cast_rays
+from .geometry import BACKDROP_ID, MISS_ID, cast_rays
 from .randomization import DomainRandomization
 from .scene import Scene
 from .scene_batch import SceneBatch, per_ray, upload
-from .shading import ShadingSamples, first_hit, linear_to_srgb, shade
+from .shading import ShadingSamples, first_hit, linear_to_srgb, maybe_shadowed, shade
 
 __all__ = ["RenderOutput", "render", "to_uint8"]
 
@@ -67,6 +70,10 @@ _SMOOTHING_WIDTH_POWER = 0.5
 # images scale them by the square root of the width: a blur that is constant in the scene
 # (power 1) washes out the contact shadows at 320 x 240 (object-pixel MAE 3.05 levels there,
 # 2.95 with power 0.5), one constant in pixels (power 0) leaves more noise.
+_OPEN_FLOOR_SIGMA = (1.6, 16.0)
+# Gaussian widths (direct, bounce) on open floor, shaded at one sample per pixel, in pixels at
+# 64 px width (scaled like the others): its light is smooth, so a wide blur only removes noise.
+# Chosen on the 38 reference scenes at 64 x 64 (docs/renderer.md).
 # Metal is shaded at every sample and its look is its sharp reflections (black sky above the
 # horizon, the floor below, small lamp highlights): a rubber-sized blur washes them into a
 # uniform gloss that a classifier trained on it cannot match to Blender's metal, so metal only
@@ -189,22 +196,24 @@ def _resolve(
         (B, H, W, 3).
     """
     (rows, cols), = filters
-    out = terms.new_zeros(terms.shape[0], rows.shape[0], cols.shape[0], 3)
+    out = terms.new_zeros(terms.shape[0], 3, rows.shape[0], cols.shape[0])
     w = weights.to(terms.dtype)
+    planar = terms.permute(0, 3, 1, 2).contiguous()  # (B, 3T, kH, kW): one copy, not one per surface and term
     # A surface no sample hits adds exact zeros: cheaper than asking the device whether any does.
     for surface, surface_groups in enumerate(groups, start=-1):
         mask = (ids == surface).to(terms.dtype)
         cover = rows @ mask @ cols.T  # (B, H, W)
-        carried = (mask * w)[..., None]
+        carried = (mask * w)[:, None]
         for kind, scenes in surface_groups:
+            part = carried[scenes]
+            values = planar[scenes]
             for term, per_kind in enumerate(smoothing):
                 r, c = per_kind[kind]
-                part = carried[scenes]
-                stack = torch.cat([terms[scenes][..., 3 * term : 3 * term + 3] * part, part], dim=-1).permute(0, 3, 1, 2)
+                stack = torch.cat([values[:, 3 * term : 3 * term + 3] * part, part], dim=1)
                 smooth = r @ stack @ c.T  # (b, 4, H, W)
                 value = smooth[:, :3] / smooth[:, 3:].clamp(min=1e-6)
-                out[scenes] += (value * cover[scenes][:, None]).permute(0, 2, 3, 1)
-    return out
+                out[scenes] += value * cover[scenes][:, None]
+    return out.permute(0, 2, 3, 1)
 
 
 def _scene_generator(seed: int, index: int, purpose: int = 0) -> torch.Generator:
@@ -261,6 +270,46 @@ def _device_filter_matrix(size: int, k: int, scale: float, sigma: float, device:
     return _filter_matrix(size, k, scale, sigma).to(device)
 
 
+@functools.lru_cache(maxsize=16)
+def _representatives(height: int, width: int, k: int, num: int, device: torch.device) -> torch.Tensor:
+    """(num * H * W,) int64: flat index, among num scenes' (kH, kW) samples, of the sample that
+    stands for each pixel where only one is shaded; its sub-pixel position varies from pixel to
+    pixel."""
+    r = torch.arange(height)[:, None]
+    c = torch.arange(width)[None, :]
+    flat = (r * k + r % k) * (k * width) + c * k + (r + c) % k
+    return (flat[None] + k * k * height * width * torch.arange(num)[:, None, None]).view(-1).to(device)
+
+
+def _open_floor(
+    batch: SceneBatch,
+    num: int,
+    height: int,
+    width: int,
+    k: int,
+    o: torch.Tensor,
+    d: torch.Tensor,
+    t: torch.Tensor,
+    ids: torch.Tensor,
+) -> torch.Tensor:
+    """(num * kH * kW,) bool: the samples of open-floor pixels, shaded once per pixel.
+
+    A pixel is open floor when all its samples hit the backdrop and no object can shadow the
+    representative points (`_representatives`) of it or of its eight neighbours from any light
+    (`maybe_shadowed`, conservative): its light is smooth there (unshadowed direct light and the
+    bounce), so one sample per pixel and a wider filter do. Every other pixel (outlines,
+    objects, shadows and their penumbrae, the sky) has all its samples shaded. No host sync.
+    """
+    floor = (ids.view(num, height, k, width, k) == BACKDROP_ID).all(dim=4).all(dim=2)  # (num, H, W)
+    rep = _representatives(height, width, k, num, ids.device)
+    p = o[rep] + torch.where(floor.view(-1), t[rep], torch.zeros_like(t[rep]))[:, None] * d[rep]
+    sid = _scene_of_ray(num, height * width, ids.device)
+    shadowed = maybe_shadowed(batch, sid, p).any(dim=0).view(num, 1, height, width) & floor[:, None]
+    shadowed = torch.nn.functional.max_pool2d(shadowed.float(), 3, stride=1, padding=1)[:, 0] > 0
+    lit = floor & ~shadowed
+    return lit[:, :, None, :, None].expand(num, height, k, width, k).reshape(-1)
+
+
 def _shaded_uniforms(gens: Sequence[torch.Generator], chosen: torch.Tensor) -> torch.Tensor:
     """(M, 23) CPU uniforms for the M chosen samples: each scene draws, from its own generator,
     exactly one row per chosen sample of its own, in order (so it renders alike alone or in a
@@ -279,7 +328,7 @@ def _render_batch(
     gens: list[torch.Generator],
     randomization: DomainRandomization | None,
     jitter_gens: list[torch.Generator],
-    shaded_per_pixel: int,
+    shaded_per_pixel: int | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     num = len(scenes)
     batch = SceneBatch.from_scenes(scenes, device, randomization, jitter_gens)
@@ -294,10 +343,23 @@ def _render_batch(
     d = _camera_directions(batch, fine_cols, fine_rows, width, height, frame).reshape(-1, 3)
     sid = _scene_of_ray(num, fine_h * fine_w, device)
     o = per_ray(batch.camera, sid)
-    shaded = torch.stack([_shaded_samples(g, height, width, k, shaded_per_pixel) for g in gens]).view(-1)
-    (shaded,) = upload([shaded], device)
+    adaptive = shaded_per_pixel is None
+    if not adaptive:
+        shaded = torch.stack([_shaded_samples(g, height, width, k, shaded_per_pixel) for g in gens]).view(-1)
+        (shaded,) = upload([shaded], device)
     groups = _surface_groups(scenes, device)
+    # Known on the host: without metal every chosen sample is a diffuse hit (skips compactions).
+    any_metal = any(obj.material == "metal" for scene in scenes for obj in scene.objects)
     t, n, ids = first_hit(batch, sid, o, d)
+    resolve_ids = ids
+    if adaptive:
+        # Open floor far from any shadow is shaded at one sample per pixel and smoothed as a
+        # surface of its own (surface id K, after the objects), more widely.
+        lit = _open_floor(batch, num, height, width, k, o, d, t, ids)
+        shaded = ~lit
+        shaded[_representatives(height, width, k, num, device)] = True
+        resolve_ids = torch.where(lit, len(groups) - 1, ids)
+        groups = groups + [[(3, slice(None))]]
 
     # Shade some samples per pixel on diffuse surfaces, every sample on metal (its reflections
     # are sharp); each scene draws the uniforms for exactly its shaded samples, in order.
@@ -307,13 +369,14 @@ def _render_batch(
     chosen = (shaded & hit) | metal
     (u,) = upload([_shaded_uniforms(gens, chosen.view(num, -1))], device)
     index = chosen.nonzero().squeeze(-1)
-    every = shaded_per_pixel >= k * k  # every diffuse sample shaded: no per-sample bounce mask
+    every = adaptive or shaded_per_pixel >= k * k  # every shaded diffuse sample traces a bounce
     part, part_indirect = shade(
         batch, sid[index], o[index], d[index], t[index], n[index], ids[index],
         _shading_samples(u), bounce=None if every else shaded[index], split_indirect=True,
-        metal_samples=_METAL_SAMPLES,
+        metal_samples=_METAL_SAMPLES, all_diffuse=not any_metal,
     )  # fmt: skip
     terms = torch.zeros(d.shape[0], 6, device=device).index_copy_(0, index, torch.cat([part, part_indirect], dim=1))
+    weights = (diffuse & shaded) | metal
 
     def matrices(sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
         rows = _device_filter_matrix(height, k, scale_y, sigma, device)
@@ -323,14 +386,17 @@ def _render_batch(
         return tuple(matrices(s) for s in sigma)
 
     # More shaded samples per pixel need less smoothing for the same noise.
-    spread = math.sqrt(min(shaded_per_pixel, k * k))
+    spread = math.sqrt(k * k if adaptive else min(shaded_per_pixel, k * k))
     scale = (width / 64) ** _SMOOTHING_WIDTH_POWER
     direct_sigma = (_DIRECT_SIGMA[0] * scale / spread, _DIRECT_SIGMA[1] * scale / spread, _METAL_SIGMA * width / 64)
     # Metal carries no bounce term (its reflection is in the direct one): any width will do.
     indirect_sigma = (_INDIRECT_SIGMA[0] * scale, _INDIRECT_SIGMA[1] * scale, 0.0)
+    if adaptive:  # the open floor: one shaded sample per pixel
+        direct_sigma += (_OPEN_FLOOR_SIGMA[0] * scale,)
+        indirect_sigma += (_OPEN_FLOOR_SIGMA[1] * scale,)
     image = _resolve(
-        terms.view(num, fine_h, fine_w, 6), ((diffuse & shaded) | metal).view(num, fine_h, fine_w),
-        ids.view(num, fine_h, fine_w), groups, (matrices(0.0),),
+        terms.view(num, fine_h, fine_w, 6), weights.view(num, fine_h, fine_w),
+        resolve_ids.view(num, fine_h, fine_w), groups, (matrices(0.0),),
         (smoothing(direct_sigma), smoothing(indirect_sigma)),
     )  # fmt: skip
     images = linear_to_srgb(image).permute(0, 3, 1, 2).contiguous()
@@ -396,8 +462,10 @@ def render(
             bound elsewhere. The images do not depend on it.
         shaded_per_pixel: How many of a pixel's ``supersample**2`` samples are shaded on
             diffuse surfaces (metal is always shaded at every sample); the others only count
-            for coverage and the per-surface filter fills them in. Default: every sample
-            (fewer is faster and noisier).
+            for coverage and the per-surface filter fills them in. Default (``None``): every
+            sample, except one per pixel on open floor that no object can shadow (see the
+            module docstring). Fewer is faster and noisier; ``supersample**2`` shades every
+            sample everywhere.
 
     Returns:
         `RenderOutput` with ``images`` (B, 3, H, W) float32 sRGB in [0, 1] and ``object_ids``
@@ -410,9 +478,9 @@ def render(
         raise ValueError(f"supersample must be an int >= 1, got {supersample!r}")
     if chunk is not None and chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    if shaded_per_pixel is None:
-        shaded_per_pixel = supersample * supersample
-    if isinstance(shaded_per_pixel, bool) or not isinstance(shaded_per_pixel, int) or shaded_per_pixel < 1:
+    if shaded_per_pixel is not None and (
+        isinstance(shaded_per_pixel, bool) or not isinstance(shaded_per_pixel, int) or shaded_per_pixel < 1
+    ):
         raise ValueError(f"shaded_per_pixel must be an int >= 1, got {shaded_per_pixel!r}")
     intrinsics(width, height, frame)  # validates size and frame
     if isinstance(scene_offset, int):

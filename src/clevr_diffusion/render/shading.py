@@ -49,7 +49,7 @@ import torch
 from .geometry import MISS_ID, cast_rays, dot, occluded
 from .scene_batch import METAL_LOBES, RUBBER_ALPHA, SUN_ANGULAR_DIAMETER, SceneBatch, per_ray, sun_solid_angle, tangents
 
-__all__ = ["ShadingSamples", "first_hit", "linear_to_srgb", "shade"]
+__all__ = ["ShadingSamples", "first_hit", "linear_to_srgb", "maybe_shadowed", "shade"]
 
 _RUBBER_GLOSS = 0.8
 _FLOOR_LIGHT = 0.5
@@ -428,13 +428,16 @@ def _surface_points(
     directions: torch.Tensor,
     t: torch.Tensor,
     normals: torch.Tensor,
-    index: torch.Tensor,
+    index: torch.Tensor | None,
 ) -> tuple[ShadingSamples, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The selected rays' samples, directions, hit points and normals facing the ray."""
-    d = directions[index]
-    n = normals[index]
+    """The selected rays' (all with ``index`` None) samples, directions, hit points and normals
+    facing the ray."""
+    if index is None:
+        d, n, o, tt, s = directions, normals, origins, t, samples
+    else:
+        d, n, o, tt, s = directions[index], normals[index], origins[index], t[index], samples.take(index)
     n = torch.where((dot(n, d) > 0)[:, None], -n, n)
-    return samples.take(index), d, origins[index] + t[index, None] * d, n
+    return s, d, o + tt[:, None] * d, n
 
 
 def shade(
@@ -450,6 +453,7 @@ def shade(
     split_indirect: bool = False,
     shaded: torch.Tensor | None = None,
     metal_samples: int = 1,
+    all_diffuse: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Linear RGB radiance (N, 3) towards the camera for primary hits ``(t, normals, ids)`` (N,)
     of rays in scenes ``sid`` (N,).
@@ -465,6 +469,8 @@ def shade(
             others get zero radiance. Metal hits are always shaded.
         metal_samples: Reflection rays (each with its light samples) averaged per metal hit,
             the first from ``samples`` and the rest from it shifted (`ShadingSamples.shifted`).
+        all_diffuse: The caller knows that every point is a diffuse hit to shade (no metal,
+            no miss, ``shaded`` all true): the compactions that pick them out are skipped.
     """
     indirect_out = torch.zeros_like(origins)
     out = torch.zeros_like(origins)
@@ -475,27 +481,35 @@ def shade(
         diffuse &= shaded
 
     # Diffuse surfaces (floor and rubber): direct + one diffuse bounce (+ rubber gloss).
-    index = diffuse.nonzero().squeeze(-1)
-    if index.numel():
+    index = None if all_diffuse else diffuse.nonzero().squeeze(-1)
+
+    def at(x: torch.Tensor) -> torch.Tensor:
+        return x if index is None else x[index]
+
+    if index is None or index.numel():
         s, d, p, n = _surface_points(samples, origins, directions, t, normals, index)
-        si = sid[index]
+        si = at(sid)
         view = -d
-        rubber = (ids[index] >= 0)[:, None]
+        rubber = (at(ids) >= 0)[:, None]
         # The gloss and velvet lobes only matter on rubber: evaluate them there alone.
         lobes_at = rubber[:, 0].nonzero().squeeze(-1)
         e, gloss, velvet = _direct(
             batch, si, p, n, s.lamp, s.sun, s.select[:, 0], view=view, every_light=True, lobes_at=lobes_at
         )
-        a = per_ray(batch.albedo, si, ids[index] + 2)
+        a = per_ray(batch.albedo, si, at(ids) + 2)
         cos_view = dot(n, view)
         fresnel = torch.where(rubber, _fresnel_dielectric(cos_view, _RUBBER_IOR)[:, None], 0.0)
         sheen = torch.where(rubber, _fresnel_dielectric(cos_view, _VELVET_IOR)[:, None], 0.0)
         base = (1 - sheen) * (a * e / math.pi) + sheen * a * velvet
-        out[index] = (1 - fresnel) * base + fresnel * _RUBBER_GLOSS * gloss
+        radiance = (1 - fresnel) * base + fresnel * _RUBBER_GLOSS * gloss
+        if index is None:
+            out = radiance
+        else:
+            out[index] = radiance
         # One diffuse bounce, cosine-weighted: the estimator is albedo * L_in.
         # Every hit traces a bounce unless `bounce` says otherwise; then only those are picked
         # out (a copy of every per-point tensor, skipped when all trace one).
-        traced = None if bounce is None else bounce[index].nonzero().squeeze(-1)
+        traced = None if bounce is None else at(bounce).nonzero().squeeze(-1)
 
         def pick(x: torch.Tensor) -> torch.Tensor:
             return x if traced is None else x[traced]
@@ -508,7 +522,7 @@ def shade(
             tx, ty = tangents(nb)
             w = (r * phi.cos())[:, None] * tx + (r * phi.sin())[:, None] * ty + (1 - ub[:, 0]).clamp(min=0).sqrt()[:, None] * nb
             light, _, _ = _secondary(batch, pick(si), pick(p) + _EPS * nb, w, sb.bounce_lamp, sb.bounce_sun, sb.select[:, 1])
-            gain = per_ray(batch.bounce_gain, pick(si), (pick(ids[index]) >= 0).long())
+            gain = per_ray(batch.bounce_gain, pick(si), (pick(at(ids)) >= 0).long())
             # Control variate for the diffuse part: an open floor of the direct-lit radiance
             # seen below the horizon, whose mean over cosine-weighted rays is known exactly,
             # (1 - n_z) / 2 of it. Only the difference from it is estimated by the ray, which
@@ -522,14 +536,21 @@ def shade(
             sheen_b = pick(sheen)
             mixed = (1 - sheen_b) * diffuse_light + sheen_b * v_weight[:, None] * light
             indirect = (1 - pick(fresnel)) * pick(a) * gain[:, None] * mixed
-            if split_indirect:
-                indirect_out[pick(index)] = indirect
+            if index is None and traced is None:
+                if split_indirect:
+                    indirect_out = indirect
+                else:
+                    out = out + indirect
             else:
-                out[pick(index)] += indirect
+                where = pick(torch.arange(origins.shape[0], device=origins.device) if index is None else index)
+                if split_indirect:
+                    indirect_out[where] = indirect
+                else:
+                    out[where] += indirect
 
     # Metal: sample GGX lobes and trace the reflections.
-    index = is_metal.nonzero().squeeze(-1)
-    if index.numel():
+    index = None if all_diffuse else is_metal.nonzero().squeeze(-1)
+    if index is not None and index.numel():
         s0, d, p, n = _surface_points(samples, origins, directions, t, normals, index)
         si = sid[index]
         scale = per_ray(batch.roughness, si)
@@ -561,3 +582,50 @@ def shade(
     if split_indirect:
         return out, indirect_out
     return out
+
+
+_SHADOW_MARGIN = (1.05, 0.02)
+"""Bounding spheres are grown by this factor and then by this many metres in `maybe_shadowed`
+(on top of their own 1 % slack), so that the test also covers points a little away from the
+tested ones (the other samples of a pixel)."""
+
+
+def maybe_shadowed(batch: SceneBatch, sid: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """(L + 1, N) bool: per light (lamps, then the sun), whether any object might block its
+    samples at points p (N, 3).
+
+    Conservative: ``False`` guarantees that every shadow ray `_light_samples` can trace from p
+    to that light (to any point of a lamp, in any direction of the sun's disc) misses every
+    object's (grown) bounding sphere. A segment from p to a lamp point q lies within the lamp's
+    half diagonal h of the segment to the lamp's centre, at the same fraction s of the way: it
+    can only meet a sphere (c, R) if the segment to the centre passes within R + s h of c. The
+    sun's directions lie within its angular radius of the central one. No host sync.
+    """
+    slots = batch.prims.shape[1]
+    lights = len(batch.lamp_side) + 1
+    if not slots or not p.shape[0]:
+        return torch.zeros(lights, p.shape[0], dtype=torch.bool, device=p.device)
+    # Centre and bounding radius of every slot (columns cx, cy, cz and bound of the primitive table).
+    bounds = per_ray(batch.prims[:, :, [0, 1, 2, 11]].reshape(batch.prims.shape[0], -1), sid).view(-1, slots, 4)
+    radius = bounds[..., 3] * _SHADOW_MARGIN[0] + _SHADOW_MARGIN[1]  # (N, K)
+    filled = bounds[..., 3] > 0  # empty slots (bound 0) never block
+    oc = bounds[..., :3] - p[:, None]  # (N, K, 3)
+    oc2 = dot(oc, oc)
+    out = []
+    centres = per_ray(batch.lamp_center, sid)  # (N, L, 3)
+    for k, side in enumerate(batch.lamp_side):
+        h = side / math.sqrt(2.0)
+        v = centres[:, k] - p
+        length = v.norm(dim=-1).clamp(min=1e-6)
+        w = v / length[:, None]
+        along = torch.einsum("nkc,nc->nk", oc, w)
+        lateral2 = oc2 - along * along
+        reach = radius + h * ((along + radius + h) / length[:, None]).clamp(0.0, 1.0)
+        near = (lateral2 <= reach * reach) & (along + radius + h > 0) & (along - radius - h < length[:, None])
+        out.append((near & filled).any(dim=1))
+    w = per_ray(batch.sun_direction, sid)
+    along = torch.einsum("nkc,nc->nk", oc, w)
+    lateral2 = oc2 - along * along
+    reach = radius + (along + radius).clamp(min=0) * (math.tan(SUN_ANGULAR_DIAMETER / 2) * 1.01)
+    near = (lateral2 <= reach * reach) & (along + radius > 0)
+    return torch.stack([*out, (near & filled).any(dim=1)])
