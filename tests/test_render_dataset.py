@@ -51,6 +51,20 @@ def test_resume_gives_the_same_bytes(rendered: Path, tmp_path: Path) -> None:
         assert (again / name).read_bytes() == (rendered / name).read_bytes()
 
 
+def test_a_finished_folder_is_returned_without_drawing_scenes(rendered: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from clevr_diffusion.render import dataset_writer
+
+    def no_drawing(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a finished data set should not draw its scenes again")
+
+    monkeypatch.setattr(dataset_writer, "sample_scene", no_drawing)
+    before = (rendered / "train.json").stat().st_mtime_ns
+    assert make_dataset(rendered, **SMALL) == rendered
+    assert (rendered / "train.json").stat().st_mtime_ns == before
+    with pytest.raises(ValueError, match="other settings"):  # the settings are still checked first
+        make_dataset(rendered, **dict(SMALL, seed=1))
+
+
 def test_other_settings_in_the_same_folder_fail(rendered: Path) -> None:
     with pytest.raises(ValueError, match="other settings"):
         make_dataset(rendered, **dict(SMALL, seed=1))

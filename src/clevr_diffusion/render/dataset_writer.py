@@ -43,6 +43,15 @@ def _check_params(root: Path, params: dict[str, object]) -> None:
         raise ValueError(f"{root} already holds a train.json that make_dataset did not write; use a new folder")
 
 
+def _complete(root: Path) -> bool:
+    """Whether ``root`` holds a finished data set: ``train.json`` (written last) and every image
+    it lists. Drawing the scenes again only to find every image there takes minutes for 6,003."""
+    path = root / "train.json"
+    if not (path.is_file() and (root / _PARAMS_FILE).is_file()):
+        return False
+    return all((root / name).is_file() for name in json.loads(path.read_text(encoding="utf-8")))
+
+
 def make_dataset(
     root: str | os.PathLike[str],
     num_scenes: int = 6003,
@@ -64,7 +73,8 @@ def make_dataset(
     first k + 1 objects with the same camera and lamps; otherwise one ``_0`` image per scene.
     Images are RGBA PNGs (alpha 255), like the originals. ``train.json`` maps each image to its
     object names, ``scenes.json`` to its full scene; both are written last. Images already in
-    ``root`` are kept, so an interrupted run continues where it stopped.
+    ``root`` are kept, so an interrupted run continues where it stopped, and a finished folder
+    of the same settings is returned at once.
 
     Args:
         root: Output folder (created if missing).
@@ -99,6 +109,8 @@ def make_dataset(
         "randomization": randomization.to_dict() if randomization is not None else None,
     }
     _check_params(root, params)
+    if _complete(root):
+        return root  # a finished folder of these settings: nothing to draw or render
     atomic_write_json(root / _PARAMS_FILE, params)
     frame = frame_for(width, height)
 
