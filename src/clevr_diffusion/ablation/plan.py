@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import os
 import re
@@ -184,12 +182,3 @@ def load_plan(path: str | os.PathLike[str]) -> AblationPlan:
         raise PlanError(f"{path}: {error}") from error
     return plan
 
-
-def plan_json(plan: AblationPlan) -> str:
-    """The plan as indented JSON (what ``plan.json`` in the output folder holds)."""
-    return json.dumps(plan.to_dict(), indent=2, sort_keys=True)
-
-
-def with_variants(plan: AblationPlan, variants: dict[str, dict[str, Any]]) -> AblationPlan:
-    """A copy of ``plan`` with other variants."""
-    return dataclasses.replace(plan, variants=variants)

@@ -90,10 +90,6 @@ def _state(cpu: bool | None = None) -> Any:
     return PartialState(cpu=bool(cpu))
 
 
-def _images_per_step(recipe: Recipe, processes: int) -> int:
-    return recipe.trainer.batch_size * recipe.trainer.gradient_accumulation_steps * processes
-
-
 def _check_against_saved(out: Path, plan: AblationPlan, recipes: dict[str, Recipe]) -> None:
     """Refuse to resume a folder scored with other settings or holding other recipes under the
     same variant names."""
@@ -244,7 +240,7 @@ def run_ablation(
     _check_against_saved(out, plan, recipes)
 
     processes = state.num_processes
-    steps_of = {name: (lambda images, r=r: math.ceil(images / _images_per_step(r, processes))) for name, r in recipes.items()}
+    steps_of = {name: (lambda images, r=r: math.ceil(images / r.images_per_step(processes))) for name, r in recipes.items()}
     for name, recipe in recipes.items():
         run = out / "variants" / variant_folder(name) / "run"
         recipes[name] = recipe.override({"trainer.output_dir": str(run), "trainer.max_steps": steps_of[name](plan.images)})
@@ -264,7 +260,7 @@ def run_ablation(
     for point in plan.points:
         for name, recipe in recipes.items():
             step = steps_of[name](point)
-            images = step * _images_per_step(recipe, processes)
+            images = step * recipe.images_per_step(processes)
             if (name, images) in done:
                 continue
             run = Path(recipe.trainer.output_dir)

@@ -116,7 +116,7 @@ def _dry_run(plan: AblationPlan) -> None:
     print(f"images per variant: {plan.images:,}; scored at {', '.join(f'{p:,}' for p in plan.points)} images; "
           f"{plan.draws} draws of {', '.join(plan.files)}")  # fmt: skip
     for name, recipe in plan.recipes().items():
-        images_per_step = recipe.trainer.batch_size * recipe.trainer.gradient_accumulation_steps
+        images_per_step = recipe.images_per_step()
         changes = recipe.differences(base)
         shown = ", ".join(f"{k}={json.dumps(new)}" for k, (new, _) in changes.items()) or "(base)"
         print(f"  {name}: {shown}; {-(-plan.images // images_per_step):,} steps of {images_per_step} images (one process)")

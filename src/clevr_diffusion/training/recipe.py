@@ -119,6 +119,10 @@ class Recipe(JsonConfig):
                 raise RecipeError(f"{key}={json.dumps(value)}: {error}") from error
             raise RecipeError(f"{error} (setting {', '.join(changes)})") from error
 
+    def images_per_step(self, processes: int = 1) -> int:
+        """Training images one optimiser step takes with ``processes`` processes."""
+        return self.trainer.batch_size * self.trainer.gradient_accumulation_steps * processes
+
     def differences(self, other: Recipe) -> dict[str, tuple[Any, Any]]:
         """The settings that differ from ``other``'s: ``{key: (this value, other value)}``."""
         mine, theirs = self.flat(), other.flat()
