@@ -25,15 +25,16 @@ from clevr_diffusion.render.geometry import cast_rays, intersect_primitives, occ
 from clevr_diffusion.render.randomization import DomainRandomization
 from clevr_diffusion.render.renderer import render
 
-SYNCS_PER_CHUNK = 34
+SYNCS_PER_CHUNK = 24
 """Most host syncs one chunk may make, whatever its number of scenes and objects.
 
 Per chunk: 2 ray casts (first hits, object ids at pixel centres) of 2 each (one compaction of
-all slots' candidate rays and one read of the slot boundaries), the per-scene count of shaded
-samples and their compaction (6); diffuse shading: its compaction, the shadow test, the bounce
-rays' compaction and their secondary hits (compaction, cast 2, shadow test) (7); metal: its
-compaction and per reflection sample (4) a secondary hit (4) and one shadow test for all
-lights (21). The code before this bound made 72 per chunk of 3-object rubber scenes and about
+all slots' candidate rays and one read of the slot boundaries), the compaction of the shaded
+samples and the host's read and selection of them for their random numbers (7); diffuse
+shading: its compaction, the shadow test, the bounce rays' compaction and their secondary hits
+(compaction, cast 2, shadow test) (7); metal, all reflection samples together: its compaction,
+the reflections' secondary hits (4), the bounce from those (4) and one shadow test for all
+lights (10). The code before this bound made 72 per chunk of 3-object rubber scenes and about
 500 with six-object metal ones (one or more per object slot).
 """
 

@@ -52,7 +52,7 @@ RUBBER_ALPHA = 0.592**2
 """Beckmann alpha of the rubber gloss (Cycles roughness 0.592, alpha = roughness^2)."""
 METAL_LOBES: tuple[tuple[float, float], ...] = ((0.6, 0.1**2), (0.4, 0.447**2))
 """Metal GGX lobes as (weight, alpha)."""
-BOUNCE_GAIN: tuple[float, float] = (1.35, 1.18)
+BOUNCE_GAIN: tuple[float, float] = (1.35, 1.12)
 """Gains on the one-bounce indirect light of the backdrop and of objects: a stand-in for
 Cycles' 2nd-4th diffuse bounces, which the renderer does not trace. They differ because the
 missing light differs: the floor's one bounce sees the backdrop's wall and the objects lit
