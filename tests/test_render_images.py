@@ -316,3 +316,62 @@ def test_metal_free_chunks_render_as_in_a_chunk_with_metal() -> None:
     alone = render(rubber, 24, 24, seed=3)
     mixed = render([*rubber, metal], 24, 24, seed=3)
     assert torch.equal(alone.images, mixed.images[:2])
+
+
+def _one_pixel_resolve(ids: torch.Tensor, values: torch.Tensor, kind: int, downscaled: bool) -> torch.Tensor:
+    """`_resolve` of one output pixel from its 2 x 2 samples under a box filter, no smoothing."""
+    from clevr_diffusion.render.renderer import _resolve
+
+    box = torch.full((1, 2), 0.5)
+    smoothing = ((box, box),) * 3
+    groups = [[(0, slice(None))], [(kind, torch.tensor([0]))]]
+    weights = torch.ones(1, 2, 2, dtype=torch.bool)
+    return _resolve(values.view(1, 2, 2, 3), weights, ids.view(1, 2, 2), groups, ((box, box),), (smoothing,), downscaled)[
+        0, 0, 0
+    ]
+
+
+def test_downscaled_pixels_are_composited_in_srgb_as_png64() -> None:
+    from clevr_diffusion.render.renderer import _LINEAR_SHARE
+
+    # Left half a black object, right half white floor: png64 averages the encoded pixels.
+    ids = torch.tensor([[0, -1], [0, -1]])
+    values = torch.tensor([[0.0, 1.0], [0.0, 1.0]])[..., None].expand(2, 2, 3)
+    linear = _one_pixel_resolve(ids, values, 1, downscaled=False)
+    assert torch.allclose(linear, linear_to_srgb(torch.tensor(0.5)).expand(3), atol=1e-5)
+    encoded = _one_pixel_resolve(ids, values, 1, downscaled=True)
+    expected = _LINEAR_SHARE * linear_to_srgb(torch.tensor(0.5)) + (1 - _LINEAR_SHARE) * 0.5
+    assert torch.allclose(encoded, expected.expand(3), atol=1e-5)
+
+
+def test_downscaled_metal_clips_each_sample_before_the_average() -> None:
+    from clevr_diffusion.render.renderer import _LINEAR_SHARE, _METAL_KIND
+
+    # A metal pixel: half black sky reflection, half a lamp highlight four times above white.
+    ids = torch.zeros(2, 2, dtype=torch.int64)
+    values = torch.tensor([[0.0, 0.0], [4.0, 4.0]])[..., None].expand(2, 2, 3)
+    assert torch.allclose(_one_pixel_resolve(ids, values, _METAL_KIND, downscaled=False), torch.ones(3))
+    encoded = _one_pixel_resolve(ids, values, _METAL_KIND, downscaled=True)
+    assert torch.allclose(encoded, torch.full((3,), _LINEAR_SHARE * 1.0 + (1 - _LINEAR_SHARE) * 0.5), atol=1e-5)
+
+
+def test_shading_uniforms_are_stratified_within_each_pixel() -> None:
+    from clevr_diffusion.render.renderer import _STRATIFIED_PAIRS, _STRATIFIED_SINGLES, _shaded_uniforms
+
+    k, height, width = 2, 3, 4
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    chosen = torch.ones(2, k * height * k * width, dtype=torch.bool)
+    u = _shaded_uniforms(gens, chosen, height, width, k).view(2, height, k, width, k, -1)
+    assert float(u.min()) >= 0.0 and float(u.max()) < 1.0
+    per_pixel = u.permute(0, 1, 3, 2, 4, 5).reshape(2 * height * width, k * k, -1)  # the k x k samples of each pixel
+    for a, b in _STRATIFIED_PAIRS:
+        cell = (per_pixel[..., a] * k).floor() * k + (per_pixel[..., b] * k).floor()
+        assert (cell.sort(dim=1).values == torch.arange(k * k)).all()
+    for a in _STRATIFIED_SINGLES:
+        assert ((per_pixel[..., a] * k * k).floor().sort(dim=1).values == torch.arange(k * k)).all()
+    # One row per chosen sample, and a scene's numbers do not depend on its batch.
+    pick = torch.rand(2, chosen.shape[1], generator=torch.Generator().manual_seed(3)) < 0.5
+    some = _shaded_uniforms([torch.Generator().manual_seed(s) for s in (1, 2)], pick, height, width, k)
+    assert some.shape == (int(pick.sum()), u.shape[-1])
+    alone = _shaded_uniforms([torch.Generator().manual_seed(2)], pick[1:], height, width, k)
+    assert torch.equal(alone, some[int(pick[0].sum()) :])

@@ -25,12 +25,13 @@ from clevr_diffusion.render.geometry import cast_rays, intersect_primitives, occ
 from clevr_diffusion.render.randomization import DomainRandomization
 from clevr_diffusion.render.renderer import render
 
-SYNCS_PER_CHUNK = 24
+SYNCS_PER_CHUNK = 25
 """Most host syncs one chunk may make, whatever its number of scenes and objects.
 
 Per chunk: 2 ray casts (first hits, object ids at pixel centres) of 2 each (one compaction of
 all slots' candidate rays and one read of the slot boundaries), the compaction of the shaded
-samples and the host's read and selection of them for their random numbers (7); diffuse
+samples and, for their random numbers, the host's copy of their mask and its per-scene counts
+and positions (8); diffuse
 shading: its compaction, the shadow test, the bounce rays' compaction and their secondary hits
 (compaction, cast 2, shadow test) (7); metal, all reflection samples together: its compaction,
 the reflections' secondary hits (4), the bounce from those (4) and one shadow test for all
