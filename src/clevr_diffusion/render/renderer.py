@@ -347,40 +347,58 @@ choices. `_shaded_uniforms` stratifies both within each pixel."""
 _STRATIFIED_SINGLES = (10, 21, 22)
 
 
-def _pixel_orders(gen: torch.Generator, domains: int, pixels: int, k: int) -> torch.Tensor:
-    """(domains, pixels, k * k) int64: a random order of the k * k strata per pixel and domain.
+def _strata(gens: Sequence[torch.Generator], mask: torch.Tensor, height: int, width: int, k: int) -> torch.Tensor:
+    """(M, domains) stratum (0 .. k * k - 1) of each chosen sample (``mask`` (B, kH * kW) bool,
+    row-major) in each stratified domain: a random order of the k * k strata per pixel and
+    domain, drawn by each scene from its own generator for all its pixels.
 
-    For k <= 2 one of the (at most 24) orders is drawn by index, far faster than sorting."""
+    For k <= 2 an order is one of at most 24, drawn by index (no sort, a byte per pixel and domain)."""
+    domains = len(_STRATIFIED_PAIRS) + len(_STRATIFIED_SINGLES)
+    pixels, samples = height * width, k * k
+    scene, position = mask.nonzero().unbind(dim=1)
+    y, x = position // (k * width), position % (k * width)
+    row = scene * pixels + (y // k) * width + x // k  # pixel of each sample, over all scenes
+    local = ((y % k) * k + x % k)[:, None]
     if k <= 2:
-        table = torch.tensor(list(itertools.permutations(range(k * k))))
-        return table[torch.randint(table.shape[0], (domains, pixels), generator=gen)]
-    return torch.rand(domains, pixels, k * k, generator=gen).argsort(dim=-1)
+        table = torch.tensor(list(itertools.permutations(range(samples)))).view(-1)
+        drawn = [(torch.rand(pixels, domains, generator=g) * (table.numel() // samples)).to(torch.uint8) for g in gens]
+        order = torch.cat(drawn)[row].long()  # (M, domains)
+        return table[order * samples + local]
+    keys = torch.cat([torch.rand(pixels, domains, samples, generator=g) for g in gens])
+    orders = keys.argsort(dim=-1).view(-1)
+    return orders[(row[:, None] * domains + torch.arange(domains)) * samples + local]
 
 
 def _shaded_uniforms(gens: Sequence[torch.Generator], chosen: torch.Tensor, height: int, width: int, k: int) -> torch.Tensor:
     """(M, 23) CPU uniforms for the M chosen samples, stratified within each pixel.
 
     Each scene draws, from its own generator, one row per chosen sample of its own, in order
-    (``chosen`` (B, kH * kW) bool, row-major), then an order of strata for each of its pixels
-    (so it renders alike alone or in a batch). The k x k samples of a pixel split every 2-D
-    domain into k x k strata and every 1-D one into k^2, a sample per stratum: the per-surface
-    smoothing averages few samples, and stratified ones leave it less noise to remove
-    (object-pixel MAE 2.35 -> 2.14 at 64 x 64). The chosen mask is the one read of the device.
+    (``chosen`` (B, kH * kW) bool, row-major), then the orders of `_strata` (so it renders
+    alike alone or in a batch). The k x k samples of a pixel split every 2-D domain into k x k
+    strata and every 1-D one into k^2, a sample per stratum: the per-surface smoothing averages
+    few samples, and stratified ones leave it less noise to remove (object-pixel MAE 2.35 ->
+    2.14 at 64 x 64). The chosen mask is the one read of the device.
     """
     mask = chosen.cpu()
     counts = mask.sum(dim=1).tolist()
-    domains = len(_STRATIFIED_PAIRS) + len(_STRATIFIED_SINGLES)
     u = torch.cat([torch.rand(c, _SHADING_UNIFORMS, generator=g) for c, g in zip(counts, gens, strict=True)])
-    orders = torch.stack([_pixel_orders(g, domains, height * width, k) for g in gens])  # (B, domains, H * W, k * k)
-    scene, position = mask.nonzero().unbind(dim=1)
-    y, x = position // (k * width), position % (k * width)
-    stratum = orders[scene, :, (y // k) * width + x // k, (y % k) * k + x % k].T.float()  # (domains, M)
-    for j, (a, b) in enumerate(_STRATIFIED_PAIRS):
-        u[:, a] = (stratum[j] % k + u[:, a]) / k
-        u[:, b] = (stratum[j] // k + u[:, b]) / k
-    for j, a in enumerate(_STRATIFIED_SINGLES, start=len(_STRATIFIED_PAIRS)):
-        u[:, a] = (stratum[j] + u[:, a]) / (k * k)
-    return u
+    stratum = _strata(gens, mask, height, width, k).to(torch.uint8)
+    pairs = len(_STRATIFIED_PAIRS)
+    # Cell of each column, in the order firsts of pairs, seconds of pairs, singles (small integers).
+    cells = torch.cat([stratum[:, :pairs] % k, stratum[:, :pairs] // k, stratum[:, pairs:]], dim=1)
+    order, counts = _stratum_columns(k)
+    return (u + cells[:, order]) / counts
+
+
+@functools.lru_cache(maxsize=8)
+def _stratum_columns(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each of the 23 shading uniforms: its column in `_shaded_uniforms`' cells, and the
+    number of strata along it (k on each axis of a 2-D domain, k^2 on a 1-D one)."""
+    first, second = zip(*_STRATIFIED_PAIRS, strict=True)
+    columns = [*first, *second, *_STRATIFIED_SINGLES]
+    order = torch.tensor([columns.index(c) for c in range(_SHADING_UNIFORMS)])
+    counts = torch.tensor([float(k * k if c in _STRATIFIED_SINGLES else k) for c in range(_SHADING_UNIFORMS)])
+    return order, counts
 
 
 def _render_batch(
