@@ -164,8 +164,8 @@ def test_fidelity_regression_64() -> None:
         ref = np.asarray(Image.open(REFERENCE / "png64" / name).convert("RGB"), dtype=np.float64)
         mae = np.abs(ours[k] - ref).mean()
         # Regression guard set when these measured 2.09, 1.84 and 1.55 levels (0.2.0, seed 0,
-        # + 0.5 levels margin); the renderer of issue 16 measures 0.99, 1.10 and 0.90 (0.94, 1.06
-        # and 0.86 with every sample shaded, also on open floor).
+        # + 0.5 levels margin); in benchmarks/render_fidelity.py (each scene with its own noise
+        # stream) the renderer of issue 16 measures 0.86, 0.94 and 0.76.
         assert mae < BOUNDS_64[k], (name, mae)
 
 
@@ -210,10 +210,11 @@ def test_shifted_shading_samples_stay_uniform_and_differ() -> None:
 def test_fidelity_on_every_reference_scene_at_64() -> None:
     """The measures of `benchmarks/render_fidelity.py` at 64 x 64, default settings.
 
-    Measured (seed 0, open floor shaded once per pixel): MAE 0.81, SSIM 0.991 (worst 0.979),
-    sharpness 1.01, object-pixel MAE 2.67, floor pixels more than 4 levels off 1.06 % (every
-    sample shaded: 0.79, 0.991 (0.975), 1.01, 2.68, 1.13 %). The bounds hold the issue's targets where
-    they are met and guard the rest a little above what was measured.
+    Measured (seed 0): MAE 0.73, SSIM 0.993 (worst 0.981), sharpness 0.95, object-pixel MAE
+    2.11, floor pixels more than 4 levels off 1.15 % (before png64-style compositing, rubber's
+    reflection of the surroundings and stratified samples: object-pixel MAE 2.67). The bounds
+    hold the issue's targets where they are met and guard the rest a little above what was
+    measured (the object-pixel MAE varies by about 0.07 between noise seeds).
     """
     scenes = load_scenes(REFERENCE / "scenes.json")
     out = render(scenes, 64, 64, "square", seed=0)
@@ -225,7 +226,7 @@ def test_fidelity_on_every_reference_scene_at_64() -> None:
     assert mean["mae"] <= 1.0, mean
     assert mean["ssim"] >= 0.985 and min(x.ssim for x in scores) >= 0.97, mean
     assert 0.9 <= mean["sharpness"] <= 1.1, mean
-    assert mean["object_mae"] <= 2.9, mean
+    assert mean["object_mae"] <= 2.35, mean
     assert mean["floor_off"] <= 0.013, mean
 
 
@@ -233,7 +234,8 @@ def test_fidelity_on_every_reference_scene_at_64() -> None:
 @pytest.mark.skipif(not (REFERENCE / "scenes.json").exists(), reason="reference renders not available")
 def test_fidelity_on_every_reference_scene_at_320x240() -> None:
     """At 320 x 240 (native frame) against ``png/``: object-pixel MAE <= 3 levels (the issue's
-    target; measured 2.92), MAE <= 1.5 (measured 1.04)."""
+    target), guarded at 2.3 (measured 2.01; 2.92 before rubber's gloss reflected the floor and
+    metal lost its blur), MAE <= 1.5 (measured 0.96)."""
     scenes = load_scenes(REFERENCE / "scenes.json")
     scores = []
     for start in range(0, len(scenes), 8):
@@ -243,7 +245,7 @@ def test_fidelity_on_every_reference_scene_at_320x240() -> None:
         refs = np.stack([np.asarray(Image.open(REFERENCE / "png" / Path(s.file).name).convert("RGB")) for s in part])
         scores += fidelity_scores(ours, refs, out.object_ids)
     assert len(scores) == 38
-    assert np.mean([x.object_mae for x in scores]) <= 3.0
+    assert np.mean([x.object_mae for x in scores]) <= 2.3
     assert np.mean([x.mae for x in scores]) <= 1.5
 
 
