@@ -619,7 +619,9 @@ def shade(
         for w, _cos, radiance, pdf_l, _dist in _light_samples(batch, si, p, n, s.lamp, s.sun):
             f_cos_l, pdf_bl = _metal_eval(n, view, w, scale)
             incoming += radiance * (f_cos_l / (pdf_l + pdf_bl))[:, None]
-        total = incoming.view(metal_samples, count, 3).mean(dim=0)
+        # Summed sample by sample, in a fixed order: a reduction over a dimension may group the
+        # terms differently for other batch sizes, and a scene must render the same in any batch.
+        total = sum(incoming[j * count : (j + 1) * count] for j in range(metal_samples)) / metal_samples
         out[index] = per_ray(batch.albedo, sid[index], ids[index] + 2) * total
     if split_indirect:
         return out, indirect_out
