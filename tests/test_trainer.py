@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -23,6 +24,7 @@ from clevr_diffusion.training import trainer as trainer_module
 from clevr_diffusion.training.checkpoint import list_checkpoints
 from clevr_diffusion.training.data_order import EpochBatchSampler
 from clevr_diffusion.training.ema import EMA
+from clevr_diffusion.utils import hardware
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import TINY_UNET  # noqa: E402
@@ -209,12 +211,15 @@ def test_random_flip(tiny_unet, tmp_path: Path, flip: bool) -> None:  # type: ig
     assert {round(v, 4) for v in x0.amin(dim=(1, 2, 3)).tolist()} <= originals
 
 
-def test_bf16_mixed_precision_on_cpu(tiny_unet, colour_dataset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_bf16_mixed_precision_on_cpu(tiny_unet, colour_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
     dtypes: list[torch.dtype] = []
     trainer = DDPMTrainer(tiny_unet, colour_dataset, output_dir=str(tmp_path), max_steps=2, batch_size=8, mixed_precision="bf16", sample_every=-1, log_every=1)
     hook = tiny_unet.output_conv.register_forward_hook(lambda m, args, out: dtypes.append(out.dtype))
-    trainer.train()
+    monkeypatch.setattr(hardware, "cpu_runs_bf16", lambda: False)  # as on an AVX2-only CPU
+    with caplog.at_level(logging.WARNING, logger="clevr_diffusion.training.trainer"):
+        trainer.train()
     hook.remove()
+    assert [r.message for r in caplog.records if "bfloat16 instructions" in r.message]  # told it will be slow
     assert dtypes and set(dtypes) == {torch.bfloat16}  # autocast ran the convolutions in bf16
     assert all(p.dtype == torch.float32 for p in tiny_unet.parameters())  # master weights stay fp32
     assert all(math.isfinite(r["loss"]) for r in trainer.metrics())

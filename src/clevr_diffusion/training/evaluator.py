@@ -31,6 +31,7 @@ from ..models.serialization import load_safetensors, load_state_dict_strict, sav
 from ..render.renderer import render
 from ..render.sampling import sample_scene
 from ..render.scene import Scene
+from ..utils.hardware import slow_bf16_warning
 from ..utils.io import atomic_write_json
 from ..utils.parallel import parallel_map
 from . import checkpoint as ckpt
@@ -152,6 +153,9 @@ def train_evaluator(config: EvaluatorTrainingConfig, progress: bool = True, time
     started = time.monotonic()
     images, labels = render_training_set(config, progress)
     device = torch.device(config.device)
+    warning = slow_bf16_warning(device, config.mixed_precision)
+    if warning:
+        logger.warning(warning)
     images, labels = images.to(device), labels.to(device)
     torch.manual_seed(config.seed)
     model = ResNet18(maxpool=config.maxpool)

@@ -26,6 +26,7 @@ from ..labels import load_conditions
 from ..model_folder import MODEL_CARD_NAME, MODEL_DIR, TRAINER_CONFIG_NAME, push_folder, push_pretrained
 from ..models.serialization import CheckpointMismatchError, load_safetensors, load_state_dict_strict, save_safetensors
 from ..models.unet import ConditionalUNet
+from ..utils.hardware import slow_bf16_warning
 from ..utils.io import atomic_folder, atomic_write_text, remove_folder, remove_stale_temporaries
 from ..utils.plotting import plot_curve
 from . import checkpoint as ckpt
@@ -488,6 +489,9 @@ class DDPMTrainer:
             cfg.cudnn_benchmark and device.type == "cuda", cfg.use_fused_optimizer(device.type), self._channels_last,
             cfg.compile, cfg.snr_gamma, "index gathers on the device" if self._gathers() else "a DataLoader",
         )
+        warning = slow_bf16_warning(device, self.mixed_precision)
+        if warning:
+            logger.warning(warning)
 
     def _unwrap(self, model: torch.nn.Module) -> ConditionalUNet:
         """The bare network inside accelerate's and ``torch.compile``'s wrappers.
