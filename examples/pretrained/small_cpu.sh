@@ -11,6 +11,8 @@
 # thread; 6,500 steps took about 115 minutes on one core of a shared 2-core AMD EPYC.
 # The run resumes where it stopped when started again. Extra arguments in TRAIN_ARGS are
 # appended (argparse: the last value wins), e.g. TRAIN_ARGS="--steps 2" for a smoke test.
+# bf16 pays only on CPUs with bfloat16 instructions (AVX-512 BF16 or AMX); elsewhere it is many
+# times slower than float32 (the trainer warns): run with MIXED_PRECISION=no there.
 set -euo pipefail
 WORK=${1:-runs/clevr-ddpm-small}
 CLI=${CLI:-clevr-diffusion}
@@ -20,7 +22,7 @@ $CLI make-dataset "$WORK/data" --scenes ${SCENES:-6003} --width 64 --height 64
 $CLI train --data "$WORK/data" --preload --image-size 32 --output-dir "$WORK/run" \
     --base-channels 48 --channel-mults 1,2,4 --attention-stages 2 --dropout 0 \
     --steps 6500 --batch-size 32 --lr 5e-4 --warmup-steps 500 --ema-decay 0.999 --snr-gamma 5 \
-    --mixed-precision bf16 --sample-every 2000 --checkpoint-every 500 --log-every 50 --seed 0 ${TRAIN_ARGS:-}
+    --mixed-precision ${MIXED_PRECISION:-bf16} --sample-every 2000 --checkpoint-every 500 --log-every 50 --seed 0 ${TRAIN_ARGS:-}
 # Bundled as float16 shards with its default sampling settings; images come out at 64 x 64.
 $CLI export-model "$WORK/run/model" "$WORK/bundle" --preset ${PRESET:-dpm++-20} --guidance ${GUIDANCE:-2} --output-size 64
 $CLI evaluate --model "$WORK/bundle" --out "$WORK/evaluation" --seeds 5 --device cpu ${EVAL_ARGS:-}
