@@ -230,12 +230,12 @@ def test_train_recipe_options_and_set_win_in_order(tmp_path: Path) -> None:
     chosen = recipe(build_parser().parse_args(base))
     assert chosen == preset  # the preset as it is (its run folder is the command's default too)
     chosen = recipe(build_parser().parse_args([
-        *base, "--lr", "1e-3", "--set", "trainer.learning_rate=3e-4", "--set", "noise.beta_schedule=squaredcos_cap_v2",
+        *base, "--lr", "1e-3", "--set", "trainer.learning_rate=3e-4", "--set", "noise.beta_schedule=linear",
         "--set", "unet.attention_stages=[1,2]",
     ]))
     assert chosen.trainer.learning_rate == 3e-4  # --set comes last
-    assert chosen.noise.beta_schedule == "squaredcos_cap_v2" and chosen.unet.attention_stages == (1, 2)
-    assert chosen.image_size == 32 and chosen.unet.base_channels == 48  # the rest is the preset's
+    assert chosen.noise.beta_schedule == "linear" != preset.noise.beta_schedule and chosen.unet.attention_stages == (1, 2)
+    assert chosen.image_size == 32 and chosen.noise.prediction_type == "v_prediction"  # the rest is the preset's
     saved = tmp_path / "recipe.json"
     chosen.save(saved)
     assert recipe(build_parser().parse_args(["train", "--data", "x", "--recipe", str(saved)])).trainer.learning_rate == 3e-4

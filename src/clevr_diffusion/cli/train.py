@@ -60,8 +60,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--recipe",
         default=None,
         metavar="NAME|FILE",
-        help="start from a recipe: a preset (cpu-small: the bundled model's, 32 x 32 on a CPU; gpu-base: "
-        "64 x 64 on a GPU) or a recipe.json; the options below change it (default: the values shown)",
+        help="start from a recipe: a preset (cpu-small: 32 x 32 on a CPU, the ablation study's fastest "
+        "learner; gpu-base: 64 x 64 on a GPU) or a recipe.json; the options below change it (default: "
+        "the values shown)",
     )
     parser.add_argument(
         "--set",
