@@ -164,7 +164,11 @@ def intersect_primitives(
     # To the object frame: rotate by -yaw about +Z.
     p = torch.stack([cos * rel[:, 0] + sin * rel[:, 1], cos * rel[:, 1] - sin * rel[:, 0], rel[:, 2]], dim=-1)
     q = torch.stack(
-        [cos * directions[:, 0] + sin * directions[:, 1], cos * directions[:, 1] - sin * directions[:, 0], directions[:, 2]],
+        [
+            cos * directions[:, 0] + sin * directions[:, 1],
+            cos * directions[:, 1] - sin * directions[:, 0],
+            directions[:, 2],
+        ],
         dim=-1,
     )
     w, s = rows[:, _W], rows[:, _S]
@@ -363,6 +367,13 @@ def _backdrop_lines(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, t
     return offset, slope, normals / normals.norm(dim=-1, keepdim=True)
 
 
+_BACKDROP_LINES: tuple[tuple[float, float], ...] = tuple(
+    zip(*(x.tolist() for x in _backdrop_lines(torch.device("cpu"))[:2]), strict=True)
+)
+"""Strip k's line ``(offset, slope)`` as host numbers (float32 values), so that
+`intersect_backdrop` reads nothing back from the device."""
+
+
 def intersect_backdrop(
     origins: torch.Tensor, directions: torch.Tensor, t_min: float = 1e-4
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -375,17 +386,25 @@ def intersect_backdrop(
     the profile's u and v ranges. Origins must lie above the surface. Normals point up.
     """
     _check_rays(origins, directions)
-    offset, slope, normals = _backdrop_lines(origins.device)
+    normals = _backdrop_lines(origins.device)[2]
     a, b = BACKDROP_DIRECTION
     u0 = a * origins[..., 0] + b * origins[..., 1]
     du = a * directions[..., 0] + b * directions[..., 1]
-    # Strip k's line minus the ray's height: num + t den with num = offset + slope u0 - z0 < 0
-    # for every k (the origin lies above the surface, the maximum of the lines). The ray meets
-    # the line at t = -num / den where den > 0; lines it moves away from give huge t.
-    num = torch.stack([u0, origins[..., 2], torch.ones_like(u0)], dim=-1) @ torch.stack([-slope, torch.ones_like(slope), -offset])
-    den = torch.stack([du, directions[..., 2]], dim=-1) @ torch.stack([slope, -torch.ones_like(slope)])
-    t = num / den.clamp(min=1e-12)
-    best, strip = t.min(dim=-1)
+    z0, dz = origins[..., 2], directions[..., 2]
+    # The ray's height above strip k's line is num - t den, with num = z0 - offset - slope u0 > 0
+    # for every k (the origin lies above the surface, the maximum of the lines) and den =
+    # slope du - dz: it meets the line at t = num / den where den > 0; lines it moves away from
+    # give huge t. Strip by strip with a running minimum: a few passes over (N,) tensors per
+    # strip instead of several (N, 24) ones, 1.5-2 times faster on the CPU, same values.
+    best = strip = None
+    for k, (offset, slope) in enumerate(_BACKDROP_LINES):
+        t = (z0 - slope * u0).sub_(offset).div_((slope * du).sub_(dz).clamp_(min=1e-12))
+        if best is None or strip is None:
+            best, strip = t, torch.zeros_like(t, dtype=torch.int64)
+        else:
+            closer = t < best
+            best = torch.where(closer, t, best)
+            strip = strip.masked_fill_(closer, k)
     best = torch.where(best > t_min, best, torch.full_like(best, math.inf))
     u = u0 + best * du
     v = (b * origins[..., 0] - a * origins[..., 1]) + best * (b * directions[..., 0] - a * directions[..., 1])
