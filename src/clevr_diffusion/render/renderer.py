@@ -214,7 +214,7 @@ def _resolve(
     Returns:
         (B, H, W, 3) sRGB in [0, 1].
     """
-    (rows, cols), = filters
+    ((rows, cols),) = filters
     linear = terms.new_zeros(terms.shape[0], 3, rows.shape[0], cols.shape[0])
     encoded = torch.zeros_like(linear) if downscaled else None
     w = weights.to(terms.dtype)
@@ -372,7 +372,9 @@ def _strata(gens: Sequence[torch.Generator], mask: torch.Tensor, height: int, wi
     return orders[(row[:, None] * domains + torch.arange(domains)) * samples + local]
 
 
-def _shaded_uniforms(gens: Sequence[torch.Generator], chosen: torch.Tensor, height: int, width: int, k: int) -> torch.Tensor:
+def _shaded_uniforms(
+    gens: Sequence[torch.Generator], chosen: torch.Tensor, height: int, width: int, k: int
+) -> torch.Tensor:
     """(M, 23) CPU uniforms for the M chosen samples, stratified within each pixel.
 
     Each scene draws, from its own generator, one row per chosen sample of its own, in order
@@ -425,7 +427,9 @@ def _render_batch(
     # Fine samples on a regular k x k grid in every pixel, resolved below with the pixel filter.
     fine_h, fine_w = k * height, k * width
     fine_cols = ((torch.arange(fine_w, dtype=torch.float32, device=device) + 0.5) / k).expand(num, fine_h, fine_w)
-    fine_rows = ((torch.arange(fine_h, dtype=torch.float32, device=device) + 0.5) / k)[:, None].expand(num, fine_h, fine_w)
+    fine_rows = ((torch.arange(fine_h, dtype=torch.float32, device=device) + 0.5) / k)[:, None].expand(
+        num, fine_h, fine_w
+    )
     d = _camera_directions(batch, fine_cols, fine_rows, width, height, frame).reshape(-1, 3)
     sid = _scene_of_ray(num, fine_h * fine_w, device)
     o = per_ray(batch.camera, sid)

@@ -186,7 +186,6 @@ def _beckmann_lobe(n: torch.Tensor, v: torch.Tensor, w: torch.Tensor, alpha: tor
     return d * g1(nv) * g1(nw.clamp(min=1e-4)) / (4 * nv) * (nw > 0)
 
 
-
 def _velvet_lobe(n: torch.Tensor, v: torch.Tensor, w: torch.Tensor, sigma: float) -> torch.Tensor:
     """Ashikhmin's velvet BRDF (Cycles' Velvet, later Sheen 'Ashikhmin') times cos(n, w), (N,).
 
@@ -204,6 +203,7 @@ def _velvet_lobe(n: torch.Tensor, v: torch.Tensor, w: torch.Tensor, sigma: float
     ratio = (nh / vh).clamp(min=1e-5)
     g = torch.minimum(torch.ones_like(nv), torch.minimum(2 * ratio * nv, 2 * ratio * nw.clamp(min=0)))
     return d * g / (4 * nv) * (nw > 0)
+
 
 def _light_samples(
     batch: SceneBatch,
@@ -385,9 +385,7 @@ def _emitter_hits(
         den = dot(d, normal)
         t = dot(center - o, normal) / torch.where(den.abs() < 1e-8, torch.full_like(den, -1e-8), den)
         q = o + t[:, None] * d - center
-        inside = (dot(q, L_u[:, k]).abs() <= side / 2) & (
-            dot(q, L_v[:, k]).abs() <= side / 2
-        )
+        inside = (dot(q, L_u[:, k]).abs() <= side / 2) & (dot(q, L_v[:, k]).abs() <= side / 2)
         seen = inside & (t > 0) & (t < t_max) & (den < 0)
         pdf = torch.where(seen, t * t / ((-den).clamp(min=1e-6) * side * side), torch.ones_like(t))
         out.append((seen[:, None] * L_radiance[:, k], pdf))
@@ -553,7 +551,9 @@ def shade(
         if traced is None or traced.numel():
             nb, sb = pick(n), (s if traced is None else s.take(traced))
             w = _cosine_direction(nb, sb.bounce)
-            light, _, _ = _secondary(batch, pick(si), pick(p) + _EPS * nb, w, sb.bounce_lamp, sb.bounce_sun, sb.select[:, 1])
+            light, _, _ = _secondary(
+                batch, pick(si), pick(p) + _EPS * nb, w, sb.bounce_lamp, sb.bounce_sun, sb.select[:, 1]
+            )
             gain = per_ray(batch.bounce_gain, pick(si), (pick(at(ids)) >= 0).long())
             # Control variate for the diffuse part: an open floor of the direct-lit radiance
             # seen below the horizon, whose mean over cosine-weighted rays is known exactly,
@@ -595,7 +595,12 @@ def shade(
         # All reflection samples in one pass (one set of casts and shadow tests, not one per
         # sample): row j * count + i is point i's sample j.
         s = ShadingSamples.concat([s0.shifted(j) for j in range(metal_samples)])
-        si, d, p, n = si.repeat(metal_samples), d.repeat(metal_samples, 1), p.repeat(metal_samples, 1), n.repeat(metal_samples, 1)
+        si, d, p, n = (
+            si.repeat(metal_samples),
+            d.repeat(metal_samples, 1),
+            p.repeat(metal_samples, 1),
+            n.repeat(metal_samples, 1),
+        )
         scale = per_ray(batch.roughness, si)
         view = -d
         origin = p + _EPS * n
