@@ -522,6 +522,7 @@ def occluded(
     dist: torch.Tensor,
     active: torch.Tensor | None = None,
     shared: int = 1,
+    own: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``(N,)`` bool: whether an object blocks the segment ``o + t d``, ``0 < t < dist`` (d unit).
 
@@ -538,6 +539,11 @@ def occluded(
         active: Optional bool like ``dist``: only these segments are tested, the others come
             out unblocked (a mask instead of a compaction by the caller, which would sync).
         shared: Segments per origin (see ``directions``); the result has ``L * N`` entries.
+        own: Optional (N,) int64 per origin: the slot of the object it lies on (negative for
+            none), left out of its tests. Every CLEVR shape is convex, so a segment that leaves
+            its surface outwards (the caller guarantees it: a lit side, a small offset along
+            the normal) cannot meet it again; on i-CLEVR scenes that is about a third of the
+            (segment, slot) pairs.
     """
     count = directions.shape[0]
     blocked = torch.zeros(count, dtype=torch.bool, device=origins.device)
@@ -547,6 +553,9 @@ def occluded(
     near = _near_bounds(prims, sid, origins, directions, 1e-3, dist, shared)
     if active is not None:
         near &= active[:, None]
+    if own is not None:
+        others = own[:, None] != torch.arange(slots, device=own.device)  # (N, K)
+        near = (near.view(shared, -1, slots) & others).view(-1, slots)
     # Every (segment, slot) pair through a bounding sphere in one compaction and one
     # intersection; blocked is their OR, so the order of the tests does not matter.
     pair = near.view(-1).nonzero().squeeze(-1)
