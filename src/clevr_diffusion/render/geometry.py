@@ -448,12 +448,13 @@ def _near_bounds(
     num, slots = sid.shape[0], prims.shape[1]
     near = torch.nn.functional.embedding(sid, bounds.reshape(bounds.shape[0], -1)).view(num, slots, 4)
     oc = near[..., :3] - o[:, None]
-    along = torch.einsum("nkc,lnc->lnk", oc, d.view(shared, num, 3))
-    miss2 = torch.einsum("nkc,nkc->nk", oc, oc) - along * along
+    # Contiguous before the comparisons: on the einsum's strided output they ran 2-3x slower.
+    along = torch.einsum("nkc,lnc->lnk", oc, d.view(shared, num, 3)).contiguous()
     bound = near[..., 3]
-    t_max = t_max.view(shared, num, 1)
-    near = (miss2 <= bound * bound) & (along + bound > t_min) & (along - bound < t_max)
-    return near.reshape(shared * num, slots)
+    near = (torch.einsum("nkc,nkc->nk", oc, oc) - along * along) <= bound * bound
+    near &= along + bound > t_min
+    near &= along - bound < t_max.view(shared, num, 1)
+    return near.view(shared * num, slots)
 
 
 def cast_rays(
