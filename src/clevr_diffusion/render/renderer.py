@@ -160,7 +160,9 @@ def _surface_groups(scenes: Sequence[Scene], device: torch.device) -> Groups:
 
     Kind 0 is the backdrop (all scenes), 1 rubber objects, 2 metal ones (scenes differ in which
     slots are metal; a slot a scene lacks counts as rubber). Worked out on the host, so the
-    device is never asked which slots are metal; the index lists go over in one copy.
+    device is never asked which slots are metal; the index lists go over in one copy. A group
+    of every scene is a slice, not an index list: `_resolve` then works on views instead of
+    copying every scene's samples for each object slot (all of them, in i-CLEVR scenes).
     """
     slots = max(len(s.objects) for s in scenes)
     lists = []
@@ -173,8 +175,8 @@ def _surface_groups(scenes: Sequence[Scene], device: torch.device) -> Groups:
     flat = torch.tensor([i for *_, chosen in lists for i in chosen], dtype=torch.int64)
     (flat,) = upload([flat], device)
     groups: Groups = [[(0, slice(None))]] + [[] for _ in range(slots)]
-    for (k, kind, _), part in zip(lists, flat.split([len(c) for *_, c in lists]), strict=True):
-        groups[k + 1].append((kind, part))
+    for (k, kind, chosen), part in zip(lists, flat.split([len(c) for *_, c in lists]), strict=True):
+        groups[k + 1].append((kind, slice(None) if len(chosen) == len(scenes) else part))
     return groups
 
 
