@@ -65,6 +65,9 @@ _METAL_SAMPLES = 8
 """Reflection rays per metal sample. Metal is encoded to sRGB per sample when downscaling, so its
 noise darkens it; eight rather than four took 0.04 off the object-pixel MAE at 64 x 64 (seeds 0
 and 1), and i-CLEVR scenes have no metal to pay for it."""
+_OUTLINE_REFINE = 2
+"""Outline pixels (samples on more than one surface) trace this many times more camera rays per
+axis for their coverage alone (`_outline_coverage`); 1 turns it off."""
 _METAL_KIND = 2
 """Surface kind of metal objects in `_surface_groups` and `_resolve`."""
 _LINEAR_SHARE = 0.2
@@ -188,6 +191,7 @@ def _resolve(
     filters: tuple[tuple[torch.Tensor, torch.Tensor], ...],
     smoothing: tuple[tuple[tuple[torch.Tensor, torch.Tensor], ...], ...],
     downscaled: bool = False,
+    coverage: tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> torch.Tensor:
     """sRGB output pixels from fine samples: pixel filter for coverage, per-surface smoothing for values.
 
@@ -212,11 +216,15 @@ def _resolve(
         smoothing: Per term, per surface kind (backdrop, rubber objects, metal objects, ...):
             (rows, cols) matrices of the Gaussian times the pixel filter.
         downscaled: Composite as png64 is made (see above).
+        coverage: Optional ``(cover_ids (B, mH, mW), (rows (H, mH), cols (W, mW)))``: surface
+            ids on a finer grid and its pixel filter, for the coverage alone (the values still
+            come from ``terms``); see `_outline_coverage`.
 
     Returns:
         (B, H, W, 3) sRGB in [0, 1].
     """
     ((rows, cols),) = filters
+    cover_ids, (cover_rows, cover_cols) = (ids, (rows, cols)) if coverage is None else coverage
     linear = terms.new_zeros(terms.shape[0], 3, rows.shape[0], cols.shape[0])
     encoded = torch.zeros_like(linear) if downscaled else None
     w = weights.to(terms.dtype)
@@ -224,7 +232,7 @@ def _resolve(
     # A surface no sample hits adds exact zeros: cheaper than asking the device whether any does.
     for surface, surface_groups in enumerate(groups, start=-1):
         mask = (ids == surface).to(terms.dtype)
-        cover = rows @ mask @ cols.T  # (B, H, W)
+        cover = cover_rows @ (cover_ids == surface).to(terms.dtype) @ cover_cols.T  # (B, H, W)
         carried = (mask * w)[:, None]
         for kind, scenes in surface_groups:
             part = carried[scenes]
@@ -296,6 +304,50 @@ def _camera_directions(
     focal = batch.focal.view(-1, *([1] * extra))
     right, up, forward = (batch.basis[:, i].view(-1, *([1] * extra), 3) for i in range(3))
     d = ((cols - cx) / (fx * focal))[..., None] * right + (-(rows - cy) / (fy * focal))[..., None] * up + forward
+    return d / d.norm(dim=-1, keepdim=True)
+
+
+def _outline_coverage(
+    batch: SceneBatch, ids: torch.Tensor, width: int, height: int, frame: Frame, k: int, refine: int
+) -> torch.Tensor:
+    """(B, m H, m W) surface ids on a grid ``refine`` times finer than the samples' (m = k refine).
+
+    Outline pixels, whose k x k samples do not all hit the same surface, trace m x m camera rays
+    of their own (ids only, no shading), so that the pixel filter resolves how much of them each
+    surface covers more finely than k x k samples can; the other pixels repeat their one
+    surface. ``ids`` (B, kH, kW) are the samples' surface ids (as given to `_resolve`).
+    """
+    num = ids.shape[0]
+    m = k * refine
+    pixels = ids.view(num, height, k, width, k)
+    outline = (pixels != pixels[:, :, :1, :, :1]).flatten(start_dim=2).view(num, height, k, width * k)
+    outline = outline.any(dim=2).view(num, height, width, k).any(dim=3)
+    scene, row, col = outline.nonzero().unbind(dim=1)  # one host sync
+    fine = ids.repeat_interleave(refine, dim=1).repeat_interleave(refine, dim=2)
+    count = scene.shape[0]
+    if not count:
+        return fine
+    offsets = (torch.arange(m, dtype=torch.float32, device=ids.device) + 0.5) / m
+    cols = (col.to(torch.float32)[:, None, None] + offsets[None, None, :]).expand(count, m, m)
+    rows = (row.to(torch.float32)[:, None, None] + offsets[None, :, None]).expand(count, m, m)
+    sid = scene[:, None].expand(count, m * m).reshape(-1)
+    d = _flat_camera_directions(batch, sid, cols.reshape(-1), rows.reshape(-1), width, height, frame)
+    _, _, traced = cast_rays(batch.prims, sid, per_ray(batch.camera, sid), d)
+    # The open floor's id (see `_render_batch`) never occurs in an outline pixel: all of its
+    # samples hit the backdrop.
+    fine.view(num, height, m, width, m)[scene, row, :, col, :] = traced.view(count, m, m)
+    return fine
+
+
+def _flat_camera_directions(
+    batch: SceneBatch, sid: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor, width: int, height: int, frame: Frame
+) -> torch.Tensor:
+    """Unit directions (N, 3) through image positions ``cols, rows`` (N,) of scenes ``sid`` (N,)."""
+    fx, fy, cx, cy = intrinsics(width, height, frame)
+    focal = per_ray(batch.focal, sid)
+    basis = per_ray(batch.basis, sid)  # (N, 3, 3): right, up, forward
+    d = ((cols - cx) / (fx * focal))[:, None] * basis[:, 0] + (-(rows - cy) / (fy * focal))[:, None] * basis[:, 1]
+    d = d + basis[:, 2]
     return d / d.norm(dim=-1, keepdim=True)
 
 
@@ -492,10 +544,23 @@ def _render_batch(
     if adaptive:  # the open floor: one shaded sample per pixel
         direct_sigma += (_OPEN_FLOOR_SIGMA[0] * scale,)
         indirect_sigma += (_OPEN_FLOOR_SIGMA[1] * scale,)
+    coverage = None
+    if _OUTLINE_REFINE > 1:
+        cover_ids = _outline_coverage(
+            batch, resolve_ids.view(num, fine_h, fine_w), width, height, frame, k, _OUTLINE_REFINE
+        )
+        m = k * _OUTLINE_REFINE
+        coverage = (
+            cover_ids,
+            (
+                _device_filter_matrix(height, m, scale_y, 0.0, device),
+                _device_filter_matrix(width, m, scale_x, 0.0, device),
+            ),
+        )
     image = _resolve(
         terms.view(num, fine_h, fine_w, 6), weights.view(num, fine_h, fine_w),
         resolve_ids.view(num, fine_h, fine_w), groups, (matrices(0.0),),
-        (smoothing(direct_sigma), smoothing(indirect_sigma)), downscaled=scale_x > 1,
+        (smoothing(direct_sigma), smoothing(indirect_sigma)), downscaled=scale_x > 1, coverage=coverage,
     )  # fmt: skip
     images = image.permute(0, 3, 1, 2).contiguous()
 
