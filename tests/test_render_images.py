@@ -18,7 +18,9 @@ from clevr_diffusion.render.shading import linear_to_srgb
 REFERENCE = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "blender"
 
 
-def _sphere(x: float = 0.0, y: float = 0.0, scale: float = 0.7, material: str = "rubber", color: str = "red") -> SceneObject:
+def _sphere(
+    x: float = 0.0, y: float = 0.0, scale: float = 0.7, material: str = "rubber", color: str = "red"
+) -> SceneObject:
     size = "large" if scale >= 0.5 else "small"
     return SceneObject("sphere", color, size, material, (x, y), scale, 0.0)
 
@@ -26,7 +28,12 @@ def _sphere(x: float = 0.0, y: float = 0.0, scale: float = 0.7, material: str = 
 def _scenes() -> list[Scene]:
     return [
         Scene(objects=(_sphere(),)),
-        Scene(objects=(_sphere(-1.5, 1.0, 0.35, "metal", "cyan"), SceneObject("cube", "blue", "large", "rubber", (1.5, -0.5), 0.7, 30.0))),
+        Scene(
+            objects=(
+                _sphere(-1.5, 1.0, 0.35, "metal", "cyan"),
+                SceneObject("cube", "blue", "large", "rubber", (1.5, -0.5), 0.7, 30.0),
+            )
+        ),
         Scene(objects=(SceneObject("cylinder", "yellow", "large", "metal", (0.5, 1.5), 0.7, 0.0),)),
     ]
 
@@ -155,8 +162,12 @@ def test_fidelity_regression_64() -> None:
     # One i-CLEVR rubber scene, one CLEVR metal-heavy and one rubber CLEVR scene.
     entries = json.loads((REFERENCE / "scenes.json").read_text())
     picks = [2]
-    picks.append(next(i for i, e in enumerate(entries) if e["kind"] == "clevr" and e["objects"][0]["material"] == "metal"))
-    picks.append(next(i for i, e in enumerate(entries) if e["kind"] == "clevr" and e["objects"][0]["material"] == "rubber"))
+    picks.append(
+        next(i for i, e in enumerate(entries) if e["kind"] == "clevr" and e["objects"][0]["material"] == "metal")
+    )
+    picks.append(
+        next(i for i, e in enumerate(entries) if e["kind"] == "clevr" and e["objects"][0]["material"] == "rubber")
+    )
     out = to_uint8(render([scenes[i] for i in picks], 64, 64, "square", scene_offset=0).images)
     ours = out.permute(0, 2, 3, 1).numpy().astype(np.float64)
     for k, i in enumerate(picks):
@@ -179,7 +190,9 @@ def test_metal_keeps_the_contrast_of_its_reflections() -> None:
     # trained on such renders read Blender's metal spheres as cubes.
     scene = next(s for s in load_scenes(REFERENCE / "scenes.json") if s.file.endswith("036.png"))
     out = render([scene], 64, 64, "square")
-    ref = torch.from_numpy(np.asarray(Image.open(REFERENCE / "png64" / "036.png").convert("RGB"), dtype=np.float32) / 255)
+    ref = torch.from_numpy(
+        np.asarray(Image.open(REFERENCE / "png64" / "036.png").convert("RGB"), dtype=np.float32) / 255
+    )
     ref = ref.permute(2, 0, 1)
     spheres = [k for k, o in enumerate(scene.objects) if o.material == "metal" and o.shape == "sphere"]
     assert len(spheres) == 2
@@ -284,7 +297,9 @@ def test_open_floor_is_never_shadowed_and_shaded_once_per_pixel() -> None:
     num, size, k = len(scenes), 32, 2
     batch = SceneBatch.from_scenes(scenes)
     fine = (torch.arange(k * size, dtype=torch.float32) + 0.5) / k
-    d = _camera_directions(batch, fine.expand(num, k * size, -1), fine[:, None].expand(num, -1, k * size), size, size, "square")
+    d = _camera_directions(
+        batch, fine.expand(num, k * size, -1), fine[:, None].expand(num, -1, k * size), size, size, "square"
+    )
     d = d.reshape(-1, 3)
     sid = _scene_of_ray(num, (k * size) ** 2, torch.device("cpu"))
     o = per_ray(batch.camera, sid)
@@ -316,7 +331,10 @@ def test_explicit_shaded_per_pixel_still_shades_every_sample() -> None:
 def test_metal_free_chunks_render_as_in_a_chunk_with_metal() -> None:
     # A chunk without metal skips the diffuse/metal compactions (`shade(all_diffuse=True)`);
     # its scenes must come out exactly as beside a metal scene.
-    rubber = [Scene(objects=(_sphere(),)), Scene(objects=(SceneObject("cube", "blue", "large", "rubber", (1.0, -0.5), 0.7, 30.0),))]
+    rubber = [
+        Scene(objects=(_sphere(),)),
+        Scene(objects=(SceneObject("cube", "blue", "large", "rubber", (1.0, -0.5), 0.7, 30.0),)),
+    ]
     metal = Scene(objects=(_sphere(-1.0, 1.0, 0.5, "metal", "cyan"),))
     alone = render(rubber, 24, 24, seed=3)
     mixed = render([*rubber, metal], 24, 24, seed=3)
@@ -331,9 +349,9 @@ def _one_pixel_resolve(ids: torch.Tensor, values: torch.Tensor, kind: int, downs
     smoothing = ((box, box),) * 3
     groups = [[(0, slice(None))], [(kind, torch.tensor([0]))]]
     weights = torch.ones(1, 2, 2, dtype=torch.bool)
-    return _resolve(values.view(1, 2, 2, 3), weights, ids.view(1, 2, 2), groups, ((box, box),), (smoothing,), downscaled)[
-        0, 0, 0
-    ]
+    return _resolve(
+        values.view(1, 2, 2, 3), weights, ids.view(1, 2, 2), groups, ((box, box),), (smoothing,), downscaled
+    )[0, 0, 0]
 
 
 def test_downscaled_pixels_are_composited_in_srgb_as_png64() -> None:
