@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from clevr_diffusion.render.geometry import (
@@ -110,6 +110,7 @@ def _rounded_box_distance(p: torch.Tensor, s: float, b: float) -> torch.Tensor:
     yaw=st.floats(0.0, 360.0),
     s=st.sampled_from([0.35, 0.7]),
 )
+@example(seed=154, yaw=0.0, s=0.35)  # a ray grazing an unrotated edge 2.3 mm deep, missed by 4 Newton steps
 def test_hits_lie_on_the_rounded_surface(seed: int, yaw: float, s: float) -> None:
     """Random rays aimed at the cube: every hit is on the rounded surface, and every ray that
     crosses the rounded cube (probed by dense marching) is reported as a hit."""

@@ -97,8 +97,11 @@ sharp cube."""
 CYLINDER_ROUNDING = 0.05
 """Rim rounding radius of cylinders, in units of the radius s (CLEVR's SmoothCylinder has a
 rounded rim); fitted like `CUBE_ROUNDING`."""
-_TRACE_STEPS = 4
-"""Newton steps from the sharp shape's surface to the rounded one (see the module docstring)."""
+_TRACE_STEPS = 5
+"""Newton steps from the sharp shape's surface to the rounded one (see the module docstring).
+Four missed rays grazing an unrotated cube's rounded edge up to 3.6 % of the rounding radius
+deep (they converge slowly near tangency); five found every one of 200 x 256 random rays per
+size at yaw 0, 45 and 90 degrees, at about 1 % more render time."""
 # An empty slot: a zero-radius bound far away never passes the bounding-sphere test.
 
 
