@@ -11,7 +11,7 @@ pixels more than 4 levels off, each beside its target. Writes
 * the numbers as JSON (``--json``).
 
 Usage: python benchmarks/render_fidelity.py [--reference DIR] [--out-dir DIR] [--supersample K]
-       [--shaded-per-pixel N] [--limit N] [--no-native] [--json PATH]
+       [--shaded-per-pixel N] [--limit N] [--no-native] [--json PATH] [--seed N]
 
 Exits with status 1 when a target is missed (``--no-check`` to only report).
 """
@@ -89,7 +89,13 @@ def _report(title: str, summary: dict[str, float], targets: dict[str, tuple[str,
 
 def _grid(rows: list[list[np.ndarray]], scale: list[int]) -> Image.Image:
     """Tiles per row, each enlarged (nearest) by its column's factor, 4 px apart."""
-    tiles = [[Image.fromarray(t).resize((t.shape[1] * s, t.shape[0] * s), Image.NEAREST) for t, s in zip(r, scale, strict=True)] for r in rows]
+    tiles = [
+        [
+            Image.fromarray(t).resize((t.shape[1] * s, t.shape[0] * s), Image.NEAREST)
+            for t, s in zip(r, scale, strict=True)
+        ]
+        for r in rows
+    ]
     width = sum(t.width for t in tiles[0]) + 4 * (len(tiles[0]) - 1)
     height = max(t.height for t in tiles[0])
     grid = Image.new("RGB", (width, len(tiles) * (height + 4) - 4), (255, 255, 255))
@@ -111,10 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-native", action="store_true", help="skip the 320 x 240 comparison")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    parser.add_argument("--seed", type=int, default=0, help="the renderer's noise seed (default 0)")
     parser.add_argument("--no-check", action="store_true", help="exit 0 even when a target is missed")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    settings = {"supersample": args.supersample, "shaded_per_pixel": args.shaded_per_pixel}
+    settings = {"supersample": args.supersample, "shaded_per_pixel": args.shaded_per_pixel, "seed": args.seed}
 
     scenes = load_scenes(args.reference / "scenes.json")[: args.limit]
     names = [Path(s.file or f"png/{i:03d}.png").name for i, s in enumerate(scenes)]
@@ -143,7 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     summary64 = _summary(scores64)
     ok = _report(f"64 x 64 square vs png64 ({len(scenes)} images, {settings}):", summary64, TARGETS_64)
-    results = {"settings": settings, "64": summary64, "per_image_64": {n: s.as_dict() for n, s in zip(names, scores64, strict=True)}}
+    results = {
+        "settings": settings,
+        "64": summary64,
+        "per_image_64": {n: s.as_dict() for n, s in zip(names, scores64, strict=True)},
+    }
     if scores320 is not None:
         summary320 = _summary(scores320)
         ok &= _report("320 x 240 native vs png:", summary320, TARGETS_320)

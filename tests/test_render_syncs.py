@@ -25,18 +25,20 @@ from clevr_diffusion.render.geometry import cast_rays, intersect_primitives, occ
 from clevr_diffusion.render.randomization import DomainRandomization
 from clevr_diffusion.render.renderer import render
 
-SYNCS_PER_CHUNK = 25
+SYNCS_PER_CHUNK = 27
 """Most host syncs one chunk may make, whatever its number of scenes and objects.
 
-Per chunk: 2 ray casts (first hits, object ids at pixel centres) of 2 each (one compaction of
-all slots' candidate rays and one read of the slot boundaries), the compaction of the shaded
-samples and, for their random numbers, the host's copy of their mask and its per-scene counts
-and positions (8); diffuse
-shading: its compaction, the shadow test, the bounce rays' compaction and their secondary hits
-(compaction, cast 2, shadow test) (7); metal, all reflection samples together: its compaction,
-the reflections' secondary hits (4), the bounce from those (4) and one shadow test for all
-lights (10). The code before this bound made 72 per chunk of 3-object rubber scenes and about
-500 with six-object metal ones (one or more per object slot).
+Per chunk: 2 ray casts (first hits; object ids at pixel centres together with the outline
+pixels' extra coverage rays) of 2 each (one compaction of all slots' candidate rays and one read
+of the slot boundaries), the compaction of the shaded samples, the host's copy of one mask of
+the shaded samples, their rubber ones and the outline pixels, and on the host its per-scene
+counts and positions, the rubber samples' and the outline pixels' positions (10; the last two
+work on the copy, so they are no device syncs on a GPU); diffuse shading: its compaction, the
+shadow test, the bounce rays' compaction and their secondary hits (compaction, cast 2, shadow
+test) (7); metal, all reflection samples together: its compaction, the reflections' secondary
+hits (4), the bounce from those (4) and one shadow test for all lights (10). The code before
+this bound made 72 per chunk of 3-object rubber scenes and about 500 with six-object metal
+ones (one or more per object slot).
 """
 
 # Host-side draws from the CPU generators: never device data, so not syncs.

@@ -97,8 +97,11 @@ sharp cube."""
 CYLINDER_ROUNDING = 0.05
 """Rim rounding radius of cylinders, in units of the radius s (CLEVR's SmoothCylinder has a
 rounded rim); fitted like `CUBE_ROUNDING`."""
-_TRACE_STEPS = 4
-"""Newton steps from the sharp shape's surface to the rounded one (see the module docstring)."""
+_TRACE_STEPS = 5
+"""Newton steps from the sharp shape's surface to the rounded one (see the module docstring).
+Four missed rays grazing an unrotated cube's rounded edge up to 3.6 % of the rounding radius
+deep (they converge slowly near tangency); five found every one of 200 x 256 random rays per
+size at yaw 0, 45 and 90 degrees, at about 1 % more render time."""
 # An empty slot: a zero-radius bound far away never passes the bounding-sphere test.
 
 
@@ -164,7 +167,11 @@ def intersect_primitives(
     # To the object frame: rotate by -yaw about +Z.
     p = torch.stack([cos * rel[:, 0] + sin * rel[:, 1], cos * rel[:, 1] - sin * rel[:, 0], rel[:, 2]], dim=-1)
     q = torch.stack(
-        [cos * directions[:, 0] + sin * directions[:, 1], cos * directions[:, 1] - sin * directions[:, 0], directions[:, 2]],
+        [
+            cos * directions[:, 0] + sin * directions[:, 1],
+            cos * directions[:, 1] - sin * directions[:, 0],
+            directions[:, 2],
+        ],
         dim=-1,
     )
     w, s = rows[:, _W], rows[:, _S]
@@ -363,6 +370,13 @@ def _backdrop_lines(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, t
     return offset, slope, normals / normals.norm(dim=-1, keepdim=True)
 
 
+_BACKDROP_LINES: tuple[tuple[float, float], ...] = tuple(
+    zip(*(x.tolist() for x in _backdrop_lines(torch.device("cpu"))[:2]), strict=True)
+)
+"""Strip k's line ``(offset, slope)`` as host numbers (float32 values), so that
+`intersect_backdrop` reads nothing back from the device."""
+
+
 def intersect_backdrop(
     origins: torch.Tensor, directions: torch.Tensor, t_min: float = 1e-4
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -375,17 +389,25 @@ def intersect_backdrop(
     the profile's u and v ranges. Origins must lie above the surface. Normals point up.
     """
     _check_rays(origins, directions)
-    offset, slope, normals = _backdrop_lines(origins.device)
+    normals = _backdrop_lines(origins.device)[2]
     a, b = BACKDROP_DIRECTION
     u0 = a * origins[..., 0] + b * origins[..., 1]
     du = a * directions[..., 0] + b * directions[..., 1]
-    # Strip k's line minus the ray's height: num + t den with num = offset + slope u0 - z0 < 0
-    # for every k (the origin lies above the surface, the maximum of the lines). The ray meets
-    # the line at t = -num / den where den > 0; lines it moves away from give huge t.
-    num = torch.stack([u0, origins[..., 2], torch.ones_like(u0)], dim=-1) @ torch.stack([-slope, torch.ones_like(slope), -offset])
-    den = torch.stack([du, directions[..., 2]], dim=-1) @ torch.stack([slope, -torch.ones_like(slope)])
-    t = num / den.clamp(min=1e-12)
-    best, strip = t.min(dim=-1)
+    z0, dz = origins[..., 2], directions[..., 2]
+    # The ray's height above strip k's line is num - t den, with num = z0 - offset - slope u0 > 0
+    # for every k (the origin lies above the surface, the maximum of the lines) and den =
+    # slope du - dz: it meets the line at t = num / den where den > 0; lines it moves away from
+    # give huge t. Strip by strip with a running minimum: a few passes over (N,) tensors per
+    # strip instead of several (N, 24) ones, 1.5-2 times faster on the CPU, same values.
+    best = strip = None
+    for k, (offset, slope) in enumerate(_BACKDROP_LINES):
+        t = (z0 - slope * u0).sub_(offset).div_((slope * du).sub_(dz).clamp_(min=1e-12))
+        if best is None or strip is None:
+            best, strip = t, torch.zeros_like(t, dtype=torch.int64)
+        else:
+            closer = t < best
+            best = torch.where(closer, t, best)
+            strip = strip.masked_fill_(closer, k)
     best = torch.where(best > t_min, best, torch.full_like(best, math.inf))
     u = u0 + best * du
     v = (b * origins[..., 0] - a * origins[..., 1]) + best * (b * directions[..., 0] - a * directions[..., 1])
@@ -429,12 +451,13 @@ def _near_bounds(
     num, slots = sid.shape[0], prims.shape[1]
     near = torch.nn.functional.embedding(sid, bounds.reshape(bounds.shape[0], -1)).view(num, slots, 4)
     oc = near[..., :3] - o[:, None]
-    along = torch.einsum("nkc,lnc->lnk", oc, d.view(shared, num, 3))
-    miss2 = torch.einsum("nkc,nkc->nk", oc, oc) - along * along
+    # Contiguous before the comparisons: on the einsum's strided output they ran 2-3x slower.
+    along = torch.einsum("nkc,lnc->lnk", oc, d.view(shared, num, 3)).contiguous()
     bound = near[..., 3]
-    t_max = t_max.view(shared, num, 1)
-    near = (miss2 <= bound * bound) & (along + bound > t_min) & (along - bound < t_max)
-    return near.reshape(shared * num, slots)
+    near = (torch.einsum("nkc,nkc->nk", oc, oc) - along * along) <= bound * bound
+    near &= along + bound > t_min
+    near &= along - bound < t_max.view(shared, num, 1)
+    return near.view(shared * num, slots)
 
 
 def cast_rays(
@@ -503,6 +526,7 @@ def occluded(
     dist: torch.Tensor,
     active: torch.Tensor | None = None,
     shared: int = 1,
+    own: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``(N,)`` bool: whether an object blocks the segment ``o + t d``, ``0 < t < dist`` (d unit).
 
@@ -519,6 +543,11 @@ def occluded(
         active: Optional bool like ``dist``: only these segments are tested, the others come
             out unblocked (a mask instead of a compaction by the caller, which would sync).
         shared: Segments per origin (see ``directions``); the result has ``L * N`` entries.
+        own: Optional (N,) int64 per origin: the slot of the object it lies on (negative for
+            none), left out of its tests. Every CLEVR shape is convex, so a segment that leaves
+            its surface outwards (the caller guarantees it: a lit side, a small offset along
+            the normal) cannot meet it again; on i-CLEVR scenes that is about a third of the
+            (segment, slot) pairs.
     """
     count = directions.shape[0]
     blocked = torch.zeros(count, dtype=torch.bool, device=origins.device)
@@ -528,6 +557,9 @@ def occluded(
     near = _near_bounds(prims, sid, origins, directions, 1e-3, dist, shared)
     if active is not None:
         near &= active[:, None]
+    if own is not None:
+        others = own[:, None] != torch.arange(slots, device=own.device)  # (N, K)
+        near = (near.view(shared, -1, slots) & others).view(-1, slots)
     # Every (segment, slot) pair through a bounding sphere in one compaction and one
     # intersection; blocked is their OR, so the order of the tests does not matter.
     pair = near.view(-1).nonzero().squeeze(-1)

@@ -15,12 +15,18 @@ are anti-aliased as Blender's are:
 * smaller images: the Blackman-Harris filter at the 320 x 240 scale convolved with PIL's
   BILINEAR downscale kernel (a triangle of radius one output pixel), as ``png64`` is made.
 
+Outline pixels, whose samples hit more than one surface, trace (2k)^2 more camera rays for
+their coverage alone (`_outline_coverage`): how much of such a pixel each surface covers is
+resolved on a grid twice as fine, which took most of the outline error off the object and
+floor pixels.
+
 Shading (`clevr_diffusion.render.shading`) is costly and only needed where it varies. By
 default every sample is shaded except on open floor: pixels whose samples all hit the backdrop
 and that no object can shadow from any light (a conservative test of the lights' shadow cones
 against the objects' bounding spheres, `_open_floor`; about half the floor of an i-CLEVR
 scene) are shaded at one sample and smoothed more widely, as a surface of their own, since
-their light is smooth. Metal is always shaded at every sample, with eight reflection rays.
+their light is smooth. Metal is always shaded at every sample, with eight reflection rays;
+rubber objects twice per sample (`_RUBBER_PASSES`).
 Each surface's shaded values are then averaged over neighbouring pixels with a Gaussian (a
 narrow one on metal, whose reflections are sharp), within that surface only, and weighted by
 the surface's filtered coverage of the pixel: noise is averaged away, outlines stay sharp.
@@ -65,6 +71,11 @@ _METAL_SAMPLES = 8
 """Reflection rays per metal sample. Metal is encoded to sRGB per sample when downscaling, so its
 noise darkens it; eight rather than four took 0.04 off the object-pixel MAE at 64 x 64 (seeds 0
 and 1), and i-CLEVR scenes have no metal to pay for it."""
+_OUTLINE_REFINE = 2
+"""Outline pixels (samples on more than one surface) trace this many times more camera rays per
+axis for their coverage alone (`_outline_coverage`); 1 turns it off."""
+_RUBBER_PASSES = 2
+"""Shading passes per sample on rubber objects (their noise dominated the object-pixel error)."""
 _METAL_KIND = 2
 """Surface kind of metal objects in `_surface_groups` and `_resolve`."""
 _LINEAR_SHARE = 0.2
@@ -160,7 +171,9 @@ def _surface_groups(scenes: Sequence[Scene], device: torch.device) -> Groups:
 
     Kind 0 is the backdrop (all scenes), 1 rubber objects, 2 metal ones (scenes differ in which
     slots are metal; a slot a scene lacks counts as rubber). Worked out on the host, so the
-    device is never asked which slots are metal; the index lists go over in one copy.
+    device is never asked which slots are metal; the index lists go over in one copy. A group
+    of every scene is a slice, not an index list: `_resolve` then works on views instead of
+    copying every scene's samples for each object slot (all of them, in i-CLEVR scenes).
     """
     slots = max(len(s.objects) for s in scenes)
     lists = []
@@ -173,8 +186,8 @@ def _surface_groups(scenes: Sequence[Scene], device: torch.device) -> Groups:
     flat = torch.tensor([i for *_, chosen in lists for i in chosen], dtype=torch.int64)
     (flat,) = upload([flat], device)
     groups: Groups = [[(0, slice(None))]] + [[] for _ in range(slots)]
-    for (k, kind, _), part in zip(lists, flat.split([len(c) for *_, c in lists]), strict=True):
-        groups[k + 1].append((kind, part))
+    for (k, kind, chosen), part in zip(lists, flat.split([len(c) for *_, c in lists]), strict=True):
+        groups[k + 1].append((kind, slice(None) if len(chosen) == len(scenes) else part))
     return groups
 
 
@@ -186,6 +199,7 @@ def _resolve(
     filters: tuple[tuple[torch.Tensor, torch.Tensor], ...],
     smoothing: tuple[tuple[tuple[torch.Tensor, torch.Tensor], ...], ...],
     downscaled: bool = False,
+    coverage: tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> torch.Tensor:
     """sRGB output pixels from fine samples: pixel filter for coverage, per-surface smoothing for values.
 
@@ -210,11 +224,15 @@ def _resolve(
         smoothing: Per term, per surface kind (backdrop, rubber objects, metal objects, ...):
             (rows, cols) matrices of the Gaussian times the pixel filter.
         downscaled: Composite as png64 is made (see above).
+        coverage: Optional ``(cover_ids (B, mH, mW), (rows (H, mH), cols (W, mW)))``: surface
+            ids on a finer grid and its pixel filter, for the coverage alone (the values still
+            come from ``terms``); see `_outline_coverage`.
 
     Returns:
         (B, H, W, 3) sRGB in [0, 1].
     """
-    (rows, cols), = filters
+    ((rows, cols),) = filters
+    cover_ids, (cover_rows, cover_cols) = (ids, (rows, cols)) if coverage is None else coverage
     linear = terms.new_zeros(terms.shape[0], 3, rows.shape[0], cols.shape[0])
     encoded = torch.zeros_like(linear) if downscaled else None
     w = weights.to(terms.dtype)
@@ -222,7 +240,7 @@ def _resolve(
     # A surface no sample hits adds exact zeros: cheaper than asking the device whether any does.
     for surface, surface_groups in enumerate(groups, start=-1):
         mask = (ids == surface).to(terms.dtype)
-        cover = rows @ mask @ cols.T  # (B, H, W)
+        cover = cover_rows @ (cover_ids == surface).to(terms.dtype) @ cover_cols.T  # (B, H, W)
         carried = (mask * w)[:, None]
         for kind, scenes in surface_groups:
             part = carried[scenes]
@@ -297,6 +315,59 @@ def _camera_directions(
     return d / d.norm(dim=-1, keepdim=True)
 
 
+def _outline_pixels(ids: torch.Tensor, height: int, width: int, k: int) -> torch.Tensor:
+    """(B, H, W) bool: the pixels whose k x k samples (``ids`` (B, kH, kW)) hit more than one surface."""
+    num = ids.shape[0]
+    pixels = ids.view(num, height, k, width, k)
+    return (pixels != pixels[:, :, :1, :, :1]).any(dim=4).any(dim=2)
+
+
+def _outline_rays(
+    batch: SceneBatch, pixels: torch.Tensor, width: int, height: int, frame: Frame, m: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scene index (P m^2,) and unit direction (P m^2, 3) of m x m camera rays on a regular grid
+    in each of the pixels ``pixels`` (P, 3): rows of (scene, row, column)."""
+    count = pixels.shape[0]
+    scene, row, col = pixels.unbind(dim=1)
+    offsets = (torch.arange(m, dtype=torch.float32, device=pixels.device) + 0.5) / m
+    cols = (col.to(torch.float32)[:, None, None] + offsets[None, None, :]).expand(count, m, m)
+    rows = (row.to(torch.float32)[:, None, None] + offsets[None, :, None]).expand(count, m, m)
+    sid = scene[:, None].expand(count, m * m).reshape(-1)
+    return sid, _flat_camera_directions(batch, sid, cols.reshape(-1), rows.reshape(-1), width, height, frame)
+
+
+def _outline_coverage(
+    ids: torch.Tensor, pixels: torch.Tensor, traced: torch.Tensor, k: int, refine: int
+) -> torch.Tensor:
+    """(B, m H, m W) surface ids on a grid ``refine`` times finer than the samples' (m = k refine).
+
+    Outline pixels (`_outline_pixels`; ``pixels`` (P, 3) rows of scene, row, column) trace
+    m x m camera rays of their own (`_outline_rays`, ids only, no shading: ``traced`` (P m^2,)),
+    so that the pixel filter resolves how much of them each surface covers more finely than
+    k x k samples can; every other pixel repeats its one surface. ``ids`` (B, kH, kW): the
+    samples' surface ids as given to `_resolve` (the open floor's own id never occurs in an
+    outline pixel, all of whose samples would hit the backdrop).
+    """
+    fine = ids.repeat_interleave(refine, dim=1).repeat_interleave(refine, dim=2)
+    num, fine_h, fine_w = fine.shape
+    m = k * refine
+    scene, row, col = pixels.unbind(dim=1)
+    fine.view(num, fine_h // m, m, fine_w // m, m)[scene, row, :, col, :] = traced.view(-1, m, m)
+    return fine
+
+
+def _flat_camera_directions(
+    batch: SceneBatch, sid: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor, width: int, height: int, frame: Frame
+) -> torch.Tensor:
+    """Unit directions (N, 3) through image positions ``cols, rows`` (N,) of scenes ``sid`` (N,)."""
+    fx, fy, cx, cy = intrinsics(width, height, frame)
+    focal = per_ray(batch.focal, sid)
+    basis = per_ray(batch.basis, sid)  # (N, 3, 3): right, up, forward
+    d = ((cols - cx) / (fx * focal))[:, None] * basis[:, 0] + (-(rows - cy) / (fy * focal))[:, None] * basis[:, 1]
+    d = d + basis[:, 2]
+    return d / d.norm(dim=-1, keepdim=True)
+
+
 @functools.lru_cache(maxsize=64)
 def _device_filter_matrix(size: int, k: int, scale: float, sigma: float, device: torch.device) -> torch.Tensor:
     """`_filter_matrix` on ``device``, copied there once rather than per chunk."""
@@ -363,16 +434,21 @@ def _strata(gens: Sequence[torch.Generator], mask: torch.Tensor, height: int, wi
     row = scene * pixels + (y // k) * width + x // k  # pixel of each sample, over all scenes
     local = ((y % k) * k + x % k)[:, None]
     if k <= 2:
-        table = torch.tensor(list(itertools.permutations(range(samples)))).view(-1)
-        drawn = [(torch.rand(pixels, domains, generator=g) * (table.numel() // samples)).to(torch.uint8) for g in gens]
-        order = torch.cat(drawn)[row].long()  # (M, domains)
-        return table[order * samples + local]
+        perms = list(itertools.permutations(range(samples)))
+        # Each order's strata packed into a byte, two bits per sample: the per-sample work is a
+        # byte gather, a shift and a mask (int64 table lookups on every sample cost 3x more).
+        packed = torch.tensor([sum(s << (2 * i) for i, s in enumerate(p)) for p in perms], dtype=torch.uint8)
+        drawn = [(torch.rand(pixels, domains, generator=g) * len(perms)).to(torch.uint8) for g in gens]
+        per_pixel = packed[torch.cat(drawn).long()]  # (B * pixels, domains)
+        return (per_pixel.index_select(0, row) >> (2 * local).to(torch.uint8)) & 3
     keys = torch.cat([torch.rand(pixels, domains, samples, generator=g) for g in gens])
     orders = keys.argsort(dim=-1).view(-1)
     return orders[(row[:, None] * domains + torch.arange(domains)) * samples + local]
 
 
-def _shaded_uniforms(gens: Sequence[torch.Generator], chosen: torch.Tensor, height: int, width: int, k: int) -> torch.Tensor:
+def _shaded_uniforms(
+    gens: Sequence[torch.Generator], chosen: torch.Tensor, height: int, width: int, k: int
+) -> torch.Tensor:
     """(M, 23) CPU uniforms for the M chosen samples, stratified within each pixel.
 
     Each scene draws, from its own generator, one row per chosen sample of its own, in order
@@ -380,28 +456,59 @@ def _shaded_uniforms(gens: Sequence[torch.Generator], chosen: torch.Tensor, heig
     alike alone or in a batch). The k x k samples of a pixel split every 2-D domain into k x k
     strata and every 1-D one into k^2, a sample per stratum: the per-surface smoothing averages
     few samples, and stratified ones leave it less noise to remove (object-pixel MAE 2.35 ->
-    2.14 at 64 x 64). The chosen mask is the one read of the device.
+    2.14 at 64 x 64). ``chosen`` is on the CPU (`_host_masks` reads it from the device).
     """
-    mask = chosen.cpu()
+    mask = chosen
     counts = mask.sum(dim=1).tolist()
-    u = torch.cat([torch.rand(c, _SHADING_UNIFORMS, generator=g) for c, g in zip(counts, gens, strict=True)])
+    u = torch.empty(sum(counts), _SHADING_UNIFORMS)
+    start = 0
+    for count, g in zip(counts, gens, strict=True):  # drawn in place: no copy into one tensor
+        torch.rand(count, _SHADING_UNIFORMS, generator=g, out=u[start : start + count])
+        start += count
     stratum = _strata(gens, mask, height, width, k).to(torch.uint8)
-    pairs = len(_STRATIFIED_PAIRS)
-    # Cell of each column, in the order firsts of pairs, seconds of pairs, singles (small integers).
-    cells = torch.cat([stratum[:, :pairs] % k, stratum[:, :pairs] // k, stratum[:, pairs:]], dim=1)
-    order, counts = _stratum_columns(k)
-    return (u + cells[:, order]) / counts
+    # The cell of each column (small integers), written column by column into one byte table.
+    cells = torch.empty_like(u, dtype=torch.uint8)
+    for j, (first, second) in enumerate(_STRATIFIED_PAIRS):
+        cells[:, first] = stratum[:, j] % k
+        cells[:, second] = stratum[:, j] // k
+    for j, column in enumerate(_STRATIFIED_SINGLES, start=len(_STRATIFIED_PAIRS)):
+        cells[:, column] = stratum[:, j]
+    return u.add_(cells).div_(_stratum_counts(k))
 
 
 @functools.lru_cache(maxsize=8)
-def _stratum_columns(k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each of the 23 shading uniforms: its column in `_shaded_uniforms`' cells, and the
-    number of strata along it (k on each axis of a 2-D domain, k^2 on a 1-D one)."""
-    first, second = zip(*_STRATIFIED_PAIRS, strict=True)
-    columns = [*first, *second, *_STRATIFIED_SINGLES]
-    order = torch.tensor([columns.index(c) for c in range(_SHADING_UNIFORMS)])
-    counts = torch.tensor([float(k * k if c in _STRATIFIED_SINGLES else k) for c in range(_SHADING_UNIFORMS)])
-    return order, counts
+def _stratum_counts(k: int) -> torch.Tensor:
+    """For each of the 23 shading uniforms, the number of strata along it: k on each axis of a
+    2-D domain, k^2 on a 1-D one."""
+    return torch.tensor([float(k * k if c in _STRATIFIED_SINGLES else k) for c in range(_SHADING_UNIFORMS)])
+
+
+def _host_masks(
+    chosen: torch.Tensor, rubber: torch.Tensor, outline: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What the host needs to know of the first hits, in one read of the device.
+
+    Args:
+        chosen: (B * kH * kW,) bool: the samples to shade.
+        rubber: Like ``chosen``: those of them on rubber objects (shaded again).
+        outline: (B, H, W) bool: the outline pixels (`_outline_pixels`).
+        k: Samples per pixel along each axis.
+
+    Returns:
+        ``(mask, rubber_rows, outline_pixels)`` on the CPU: ``chosen`` as (B, kH * kW), the
+        positions of the rubber samples among the chosen ones in order (R,), and the outline
+        pixels as (P, 3) rows of scene, row, column.
+    """
+    num, height, width = outline.shape
+    per_sample = outline[:, :, None, :, None].expand(num, height, k, width, k).reshape(-1)
+    code = chosen.to(torch.uint8) | (rubber & chosen).to(torch.uint8) << 1 | per_sample.to(torch.uint8) << 2
+    code = code.cpu()  # the one read
+    flat = code.view(-1)
+    mask = (flat & 1).bool()
+    # Rubber samples' positions among the chosen ones: their ranks in the chosen mask.
+    rubber_rows = (mask.cumsum(0) - 1)[((flat & 3) == 3).nonzero().squeeze(-1)]
+    outline_pixels = ((code.view(num, height, k, width, k)[:, :, 0, :, 0] & 4) != 0).nonzero()
+    return mask.view(num, -1), rubber_rows, outline_pixels
 
 
 def _render_batch(
@@ -425,7 +532,9 @@ def _render_batch(
     # Fine samples on a regular k x k grid in every pixel, resolved below with the pixel filter.
     fine_h, fine_w = k * height, k * width
     fine_cols = ((torch.arange(fine_w, dtype=torch.float32, device=device) + 0.5) / k).expand(num, fine_h, fine_w)
-    fine_rows = ((torch.arange(fine_h, dtype=torch.float32, device=device) + 0.5) / k)[:, None].expand(num, fine_h, fine_w)
+    fine_rows = ((torch.arange(fine_h, dtype=torch.float32, device=device) + 0.5) / k)[:, None].expand(
+        num, fine_h, fine_w
+    )
     d = _camera_directions(batch, fine_cols, fine_rows, width, height, frame).reshape(-1, 3)
     sid = _scene_of_ray(num, fine_h * fine_w, device)
     o = per_ray(batch.camera, sid)
@@ -453,15 +562,37 @@ def _render_batch(
     metal = per_ray(batch.metal, sid, ids + 2) & hit
     diffuse = hit & ~metal
     chosen = (shaded & hit) | metal
-    (u,) = upload([_shaded_uniforms(gens, chosen.view(num, -1), height, width, k)], device)
+    # Rubber objects are shaded `_RUBBER_PASSES` times per sample, the extra passes with the
+    # sample's random numbers shifted (which keeps a pixel's samples stratified), in the same
+    # call; the passes are averaged below.
+    rubber = diffuse & (ids >= 0) & chosen if _RUBBER_PASSES > 1 else torch.zeros_like(chosen)
+    if _OUTLINE_REFINE > 1:
+        outline = _outline_pixels(resolve_ids.view(num, fine_h, fine_w), height, width, k)
+    else:
+        outline = torch.zeros(num, height, width, dtype=torch.bool, device=device)
+    mask, rubber_rows, outline_pixels = _host_masks(chosen, rubber, outline, k)
+    u, rubber_rows, outline_pixels = upload(
+        [_shaded_uniforms(gens, mask, height, width, k), rubber_rows, outline_pixels], device
+    )
     index = chosen.nonzero().squeeze(-1)
     every = adaptive or shaded_per_pixel >= k * k  # every shaded diffuse sample traces a bounce
+    samples = _shading_samples(u)
+    count = index.shape[0]
+    extra = [samples.take(rubber_rows).shifted(j) for j in range(1, _RUBBER_PASSES)]
+    rows = torch.cat([index, *[index[rubber_rows]] * len(extra)])
+    bounce = None if every else shaded[rows]
     part, part_indirect = shade(
-        batch, sid[index], o[index], d[index], t[index], n[index], ids[index],
-        _shading_samples(u), bounce=None if every else shaded[index], split_indirect=True,
-        metal_samples=_METAL_SAMPLES, all_diffuse=not any_metal,
+        batch, sid[rows], o[rows], d[rows], t[rows], n[rows], ids[rows], ShadingSamples.concat([samples, *extra]),
+        bounce=bounce, split_indirect=True, metal_samples=_METAL_SAMPLES, all_diffuse=not any_metal,
     )  # fmt: skip
-    terms = torch.zeros(d.shape[0], 6, device=device).index_copy_(0, index, torch.cat([part, part_indirect], dim=1))
+    shaded_terms = torch.cat([part, part_indirect], dim=1)
+    if extra:
+        passes = shaded_terms[rubber_rows]
+        size = rubber_rows.shape[0]
+        for j in range(len(extra)):  # summed pass by pass, in a fixed order
+            passes = passes + shaded_terms[count + j * size : count + (j + 1) * size]
+        shaded_terms = shaded_terms[:count].index_copy(0, rubber_rows, passes / _RUBBER_PASSES)
+    terms = torch.zeros(d.shape[0], 6, device=device).index_copy_(0, index, shaded_terms)
     weights = (diffuse & shaded) | metal
 
     def matrices(sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -480,20 +611,32 @@ def _render_batch(
     if adaptive:  # the open floor: one shaded sample per pixel
         direct_sigma += (_OPEN_FLOOR_SIGMA[0] * scale,)
         indirect_sigma += (_OPEN_FLOOR_SIGMA[1] * scale,)
-    image = _resolve(
-        terms.view(num, fine_h, fine_w, 6), weights.view(num, fine_h, fine_w),
-        resolve_ids.view(num, fine_h, fine_w), groups, (matrices(0.0),),
-        (smoothing(direct_sigma), smoothing(indirect_sigma)), downscaled=scale_x > 1,
-    )  # fmt: skip
-    images = image.permute(0, 3, 1, 2).contiguous()
-
-    # Object ids at the pixel centres.
+    # Object ids at the pixel centres, cast together with the outline pixels' extra rays (one
+    # cast: its host syncs are paid once).
     pc = torch.arange(width, dtype=torch.float32, device=device)[None, None, :] + 0.5
     pr = torch.arange(height, dtype=torch.float32, device=device)[None, :, None] + 0.5
     pc, pr = torch.broadcast_tensors(pc.expand(num, height, width), pr.expand(num, height, width))
     dc = _camera_directions(batch, pc, pr, width, height, frame).reshape(-1, 3)
     sc = _scene_of_ray(num, height * width, device)
-    _, _, centre_ids = cast_rays(batch.prims, sc, per_ray(batch.camera, sc), dc)
+    m = k * _OUTLINE_REFINE
+    so, do = _outline_rays(batch, outline_pixels, width, height, frame, m)
+    rays_sid = torch.cat([sc, so])
+    _, _, cast_ids = cast_rays(batch.prims, rays_sid, per_ray(batch.camera, rays_sid), torch.cat([dc, do]))
+    centre_ids, traced = cast_ids.split([sc.shape[0], so.shape[0]])
+    coverage = None
+    if _OUTLINE_REFINE > 1:
+        cover_ids = _outline_coverage(resolve_ids.view(num, fine_h, fine_w), outline_pixels, traced, k, _OUTLINE_REFINE)
+        cover_filter = (
+            _device_filter_matrix(height, m, scale_y, 0.0, device),
+            _device_filter_matrix(width, m, scale_x, 0.0, device),
+        )
+        coverage = (cover_ids, cover_filter)
+    image = _resolve(
+        terms.view(num, fine_h, fine_w, 6), weights.view(num, fine_h, fine_w),
+        resolve_ids.view(num, fine_h, fine_w), groups, (matrices(0.0),),
+        (smoothing(direct_sigma), smoothing(indirect_sigma)), downscaled=scale_x > 1, coverage=coverage,
+    )  # fmt: skip
+    images = image.permute(0, 3, 1, 2).contiguous()
     return images, centre_ids.view(num, height, width)
 
 

@@ -186,7 +186,6 @@ def _beckmann_lobe(n: torch.Tensor, v: torch.Tensor, w: torch.Tensor, alpha: tor
     return d * g1(nv) * g1(nw.clamp(min=1e-4)) / (4 * nv) * (nw > 0)
 
 
-
 def _velvet_lobe(n: torch.Tensor, v: torch.Tensor, w: torch.Tensor, sigma: float) -> torch.Tensor:
     """Ashikhmin's velvet BRDF (Cycles' Velvet, later Sheen 'Ashikhmin') times cos(n, w), (N,).
 
@@ -205,6 +204,7 @@ def _velvet_lobe(n: torch.Tensor, v: torch.Tensor, w: torch.Tensor, sigma: float
     g = torch.minimum(torch.ones_like(nv), torch.minimum(2 * ratio * nv, 2 * ratio * nw.clamp(min=0)))
     return d * g / (4 * nv) * (nw > 0)
 
+
 def _light_samples(
     batch: SceneBatch,
     sid: torch.Tensor,
@@ -213,8 +213,11 @@ def _light_samples(
     lamp_u: torch.Tensor,
     sun_u: torch.Tensor,
     shadows: bool = True,
+    own: torch.Tensor | None = None,
 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """One sample of each lamp and of the sun at points p (normals n).
+    """One sample of each lamp and of the sun at points p (normals n), facing the outside of
+    the surface they lie on; ``own`` (N,) optionally gives that surface's object slot (negative
+    for the backdrop), which its own shadow rays then skip (see `occluded`).
 
     Returns a list (lamps, then sun) of ``(w, cos_p, radiance, pdf, dist)``: unit direction to
     the light (N, 3), cos(n, w) (N,), incoming radiance (N, 3) (zero behind the surface, behind
@@ -243,7 +246,7 @@ def _light_samples(
     samples.append((w, cos_p, cos_p > 0, far, far, far))
     lives = [live for _, _, live, _, _, _ in samples]
     if shadows:
-        lives = _unblocked(batch, sid, origin, samples)
+        lives = _unblocked(batch, sid, origin, samples, own)
     out = []
     for k, side in enumerate(batch.lamp_side):
         w, cos_p, _, dist2, cos_l, dist = samples[k]
@@ -257,7 +260,11 @@ def _light_samples(
 
 
 def _unblocked(
-    batch: SceneBatch, sid: torch.Tensor, origin: torch.Tensor, samples: list[tuple[torch.Tensor, ...]]
+    batch: SceneBatch,
+    sid: torch.Tensor,
+    origin: torch.Tensor,
+    samples: list[tuple[torch.Tensor, ...]],
+    own: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
     """Each light sample's ``live`` mask with the blocked shadow rays removed.
 
@@ -271,7 +278,9 @@ def _unblocked(
     live = torch.cat([x[2] for x in samples])
     # A lamp's shadow ray stops just short of it; the sun's never ends.
     dist = torch.cat([x[5] - _EPS for x in samples])
-    blocked = occluded(batch.prims, sid, origin, w, dist, active=live, shared=lights)
+    # A shadow ray is only traced where the light lies above the surface (live), so it leaves
+    # the surface outwards and its own (convex) object cannot block it.
+    blocked = occluded(batch.prims, sid, origin, w, dist, active=live, shared=lights, own=own)
     return list((live & ~blocked).split(count))
 
 
@@ -286,6 +295,7 @@ def _direct(
     view: torch.Tensor | None = None,
     every_light: bool = False,
     lobes_at: torch.Tensor | None = None,
+    own: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Direct light at points p with normals n, tracing one shadow ray per point (or, with
     ``every_light``, one per light: no noise from the choice of light, at four times the rays).
@@ -299,12 +309,13 @@ def _direct(
     surface the outgoing radiance is albedo * irradiance / pi) and, if ``view`` (unit vectors
     towards the viewer) is given, the untinted rubber gloss radiance (Beckmann) and velvet
     radiance (untinted, without Fresnel weights; with ``every_light`` only, else zeros), at
-    the points ``lobes_at`` (indices; default all) and zero elsewhere.
+    the points ``lobes_at`` (indices; default all) and zero elsewhere. ``own``: as in
+    `_light_samples` (used with ``every_light``).
     """
     gloss = torch.zeros_like(p)
     velvet = torch.zeros_like(p)
     if every_light:
-        lights = _light_samples(batch, sid, p, n, lamp_u, sun_u, shadows=True)
+        lights = _light_samples(batch, sid, p, n, lamp_u, sun_u, shadows=True, own=own)
         irradiance = sum(r * (c.clamp(min=0) / pdf)[:, None] for _, c, r, pdf, _ in lights)
         if view is not None:
             at = torch.arange(p.shape[0], device=p.device) if lobes_at is None else lobes_at
@@ -385,9 +396,7 @@ def _emitter_hits(
         den = dot(d, normal)
         t = dot(center - o, normal) / torch.where(den.abs() < 1e-8, torch.full_like(den, -1e-8), den)
         q = o + t[:, None] * d - center
-        inside = (dot(q, L_u[:, k]).abs() <= side / 2) & (
-            dot(q, L_v[:, k]).abs() <= side / 2
-        )
+        inside = (dot(q, L_u[:, k]).abs() <= side / 2) & (dot(q, L_v[:, k]).abs() <= side / 2)
         seen = inside & (t > 0) & (t < t_max) & (den < 0)
         pdf = torch.where(seen, t * t / ((-den).clamp(min=1e-6) * side * side), torch.ones_like(t))
         out.append((seen[:, None] * L_radiance[:, k], pdf))
@@ -530,7 +539,7 @@ def shade(
         # The gloss and velvet lobes only matter on rubber: evaluate them there alone.
         lobes_at = rubber[:, 0].nonzero().squeeze(-1)
         e, gloss, velvet = _direct(
-            batch, si, p, n, s.lamp, s.sun, s.select[:, 0], view=view, every_light=True, lobes_at=lobes_at
+            batch, si, p, n, s.lamp, s.sun, s.select[:, 0], view=view, every_light=True, lobes_at=lobes_at, own=at(ids)
         )
         a = per_ray(batch.albedo, si, at(ids) + 2)
         cos_view = dot(n, view)
@@ -553,7 +562,9 @@ def shade(
         if traced is None or traced.numel():
             nb, sb = pick(n), (s if traced is None else s.take(traced))
             w = _cosine_direction(nb, sb.bounce)
-            light, _, _ = _secondary(batch, pick(si), pick(p) + _EPS * nb, w, sb.bounce_lamp, sb.bounce_sun, sb.select[:, 1])
+            light, _, _ = _secondary(
+                batch, pick(si), pick(p) + _EPS * nb, w, sb.bounce_lamp, sb.bounce_sun, sb.select[:, 1]
+            )
             gain = per_ray(batch.bounce_gain, pick(si), (pick(at(ids)) >= 0).long())
             # Control variate for the diffuse part: an open floor of the direct-lit radiance
             # seen below the horizon, whose mean over cosine-weighted rays is known exactly,
@@ -595,7 +606,12 @@ def shade(
         # All reflection samples in one pass (one set of casts and shadow tests, not one per
         # sample): row j * count + i is point i's sample j.
         s = ShadingSamples.concat([s0.shifted(j) for j in range(metal_samples)])
-        si, d, p, n = si.repeat(metal_samples), d.repeat(metal_samples, 1), p.repeat(metal_samples, 1), n.repeat(metal_samples, 1)
+        si, d, p, n = (
+            si.repeat(metal_samples),
+            d.repeat(metal_samples, 1),
+            p.repeat(metal_samples, 1),
+            n.repeat(metal_samples, 1),
+        )
         scale = per_ray(batch.roughness, si)
         view = -d
         origin = p + _EPS * n
@@ -616,7 +632,8 @@ def shade(
         incoming = env * weight[:, None]
         for radiance, pdf_l in _emitter_hits(batch, si, origin, r, t2, ids2):
             incoming += radiance * (f_cos / (pdf_b + pdf_l))[:, None]
-        for w, _cos, radiance, pdf_l, _dist in _light_samples(batch, si, p, n, s.lamp, s.sun):
+        own = ids[index].repeat(metal_samples)
+        for w, _cos, radiance, pdf_l, _dist in _light_samples(batch, si, p, n, s.lamp, s.sun, own=own):
             f_cos_l, pdf_bl = _metal_eval(n, view, w, scale)
             incoming += radiance * (f_cos_l / (pdf_l + pdf_bl))[:, None]
         # Summed sample by sample, in a fixed order: a reduction over a dimension may group the
