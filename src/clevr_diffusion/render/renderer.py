@@ -307,10 +307,26 @@ def _camera_directions(
     batch: SceneBatch, cols: torch.Tensor, rows: torch.Tensor, width: int, height: int, frame: Frame
 ) -> torch.Tensor:
     """Unit directions (B, ..., 3) through image positions ``cols, rows`` (B, ...) in pixels."""
-    fx, fy, cx, cy = intrinsics(width, height, frame)
     extra = cols.dim() - 1
     focal = batch.focal.view(-1, *([1] * extra))
-    right, up, forward = (batch.basis[:, i].view(-1, *([1] * extra), 3) for i in range(3))
+    basis = batch.basis.view(-1, *([1] * extra), 3, 3)
+    return _pinhole_directions(cols, rows, focal, basis, width, height, frame)
+
+
+def _pinhole_directions(
+    cols: torch.Tensor,
+    rows: torch.Tensor,
+    focal: torch.Tensor,
+    basis: torch.Tensor,
+    width: int,
+    height: int,
+    frame: Frame,
+) -> torch.Tensor:
+    """Unit directions (..., 3) through image positions ``cols, rows`` (...) in pixels, for
+    cameras of focal scale ``focal`` (broadcast to ``cols``) and ``basis`` (..., 3, 3): right,
+    up, forward."""
+    fx, fy, cx, cy = intrinsics(width, height, frame)
+    right, up, forward = basis.unbind(dim=-2)
     d = ((cols - cx) / (fx * focal))[..., None] * right + (-(rows - cy) / (fy * focal))[..., None] * up + forward
     return d / d.norm(dim=-1, keepdim=True)
 
@@ -360,12 +376,8 @@ def _flat_camera_directions(
     batch: SceneBatch, sid: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor, width: int, height: int, frame: Frame
 ) -> torch.Tensor:
     """Unit directions (N, 3) through image positions ``cols, rows`` (N,) of scenes ``sid`` (N,)."""
-    fx, fy, cx, cy = intrinsics(width, height, frame)
-    focal = per_ray(batch.focal, sid)
-    basis = per_ray(batch.basis, sid)  # (N, 3, 3): right, up, forward
-    d = ((cols - cx) / (fx * focal))[:, None] * basis[:, 0] + (-(rows - cy) / (fy * focal))[:, None] * basis[:, 1]
-    d = d + basis[:, 2]
-    return d / d.norm(dim=-1, keepdim=True)
+    focal, basis = per_ray(batch.focal, sid), per_ray(batch.basis, sid)
+    return _pinhole_directions(cols, rows, focal, basis, width, height, frame)
 
 
 @functools.lru_cache(maxsize=64)
